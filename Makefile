@@ -1,0 +1,44 @@
+# Two commands: `make demo` (the embedded-default pipeline end to end) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build of torch; it serves only the offline teacher job and the PyTorch-reference tests.
+TORCH := torch==2.13.0
+STAMP := $(VENV)/.installed
+DEMO := workdir/demo
+DEMO_EXAMPLES ?= 1200
+PYTEST_ARGS ?=
+
+.PHONY: demo test install clean-demo
+install: $(STAMP)
+
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[teacher,test]" $(TORCH)
+	touch $@
+
+# Each stage skips work that is already done (or resumes it), so an interrupted demo continues.
+$(DEMO)/data/records/manifest.json: | $(STAMP)
+	$(BIN)/python -m acula_jax.synthetic --output=$(DEMO)/data/records --num_examples=$(DEMO_EXAMPLES) --seed=0
+
+$(DEMO)/data/reports.jsonl: $(DEMO)/data/records/manifest.json
+	$(BIN)/python -m acula_jax.reports --records=$(DEMO)/data/records --output=$@ --splits=train
+
+$(DEMO)/data/teacher/manifest.json: $(DEMO)/data/reports.jsonl
+	HF_HUB_OFFLINE=1 $(BIN)/python -m acula_jax.precompute --config=configs/teacher/minilm.py \
+	  --reports=$< --output=$(DEMO)/data/teacher
+
+demo: $(DEMO)/data/teacher/manifest.json
+	$(BIN)/python -m acula_jax.main --config=configs/demo.py:stage=pretrain --workdir=$(DEMO)/pretrain
+	$(BIN)/python -m acula_jax.main --config=configs/demo.py --workdir=$(DEMO)/acula \
+	  --config.init_from=$(DEMO)/pretrain
+	@echo "Demo finished: results table in $(DEMO)/acula/eval/results.md (json: results.json)," \
+	  "training metrics in $(DEMO)/*/metrics.jsonl, aligned encoder in $(DEMO)/acula/export/."
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+
+clean-demo:
+	rm -rf $(DEMO)

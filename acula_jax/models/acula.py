@@ -1,0 +1,42 @@
+"""The AcuLa model: an audio encoder plus the audio and text projection heads of the alignment loss."""
+import math
+
+import jax.numpy as jnp
+from flax import nnx
+
+from acula_jax.models import heads
+from acula_jax.models import opera_gt
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def build_encoder(model_config, *, rngs: nnx.Rngs) -> nnx.Module:
+  """The encoder named by `model_config.name`, at the configured size."""
+  if model_config.name != "opera_gt":
+    raise ValueError(f"unknown encoder {model_config.name!r}; available: opera_gt")
+  return opera_gt.MAEViT(
+      spec_shape=(model_config.spec_frames, 64),
+      width=model_config.width, depth=model_config.depth, num_heads=model_config.num_heads,
+      mlp_ratio=model_config.mlp_ratio, decoder_width=model_config.decoder_width,
+      decoder_depth=model_config.decoder_depth, decoder_heads=model_config.decoder_heads,
+      mask_ratio=model_config.mask_ratio, norm_pix_loss=model_config.norm_pix_loss,
+      dtype=DTYPES[model_config.dtype], rngs=rngs)
+
+
+class AculaModel(nnx.Module):
+  """Encoder + projection heads; the text head exists only when a teacher is configured.
+
+  The text head's input width is the teacher's embedding width, read from the teacher manifest by the
+  caller (never hard-coded: MiniLM is 384-d, MedGemma-4B 2560-d).
+  """
+
+  def __init__(self, config, text_dim: int | None, *, rngs: nnx.Rngs):
+    self.encoder = build_encoder(config.model, rngs=rngs)
+    self.text_dim = text_dim
+    if text_dim:
+      self.audio_head = heads.ProjectionMLP(
+          config.model.width, config.heads.hidden_dim, config.heads.out_dim, rngs=rngs)
+      self.text_head = heads.ProjectionMLP(
+          text_dim, config.heads.hidden_dim, config.heads.out_dim, rngs=rngs)
+      # CLIP's parametrisation: logit scale = exp(log_temperature), learnable.
+      self.log_temperature = nnx.Param(jnp.asarray(-math.log(config.loss.init_temperature), jnp.float32))

@@ -1,0 +1,379 @@
+"""OPERA-GT: a masked-autoencoder ViT on log-mel spectrograms, in Flax NNX.
+
+OPERA-GT (Zhang et al., OPERA, 2024) is an MAE ViT-S: spectrograms of
+[T=256 frames, F=64 mels] (values in [0, 1]) are cut into 4x4 patches, giving
+a (64, 16) grid of 1024 tokens ordered row-major over (time, freq). The
+encoder is 12 pre-LN blocks of width 384 with 6 heads, a cls token and fixed
+2-D sin-cos positions. Pre-training masks 70% of the patches at random and a
+decoder reconstructs them from the visible ones.
+
+Only the encoder is kept for AcuLa: `features` gives the pooled embedding
+used for alignment and downstream probes, and `mae_forward` gives the MAE
+loss that can regularise alignment training.
+
+Decoder: OPERA's released GT model decodes with 16 Swin blocks of width 256;
+here only a plain transformer decoder (`decoder="transformer"`, the
+`mae_vit_small` setting of 256 wide, 6 deep, 8 heads) is implemented. The
+`decoder` argument exists so that a Swin decoder can be added later without
+changing the encoder or the checkpoint layout of the encoder.
+
+Parameters are float32; `dtype` sets the compute dtype (e.g. bfloat16).
+LayerNorm statistics, attention softmax, pooling and losses run in float32.
+"""
+
+import functools
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from acula_jax import losses
+
+_LN_EPS = 1e-6
+DECODERS = ("transformer",)
+
+
+# ----------------------------------------------------------------------------
+# Fixed sin-cos positions.
+
+
+def sincos_1d(dim, positions):
+  """[len(positions), dim] sin-cos features: first half sin, second half cos."""
+  if dim % 2:
+    raise ValueError(f"sin-cos embedding width must be even, got {dim}")
+  freqs = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim // 2))
+  angles = np.asarray(positions, np.float64).reshape(-1)[:, None] * freqs[None, :]
+  return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+
+@functools.lru_cache(maxsize=None)
+def _sincos_2d_cached(dim, rows, cols, cls_token):
+  if dim % 4:
+    raise ValueError(f"2-D sin-cos embedding width must be a multiple of 4, got {dim}")
+  row_idx, col_idx = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+  # MAE's layout: the first half of the channels encodes the column (freq)
+  # index and the second half the row (time) index, so that checkpoints
+  # trained with MAE/OPERA positions transfer unchanged.
+  emb = np.concatenate(
+      [sincos_1d(dim // 2, col_idx), sincos_1d(dim // 2, row_idx)], axis=1)
+  if cls_token:
+    emb = np.concatenate([np.zeros((1, dim)), emb], axis=0)
+  emb = emb.astype(np.float32)
+  emb.flags.writeable = False  # shared through the cache
+  return emb
+
+
+def sincos_pos_embed_2d(dim, grid_size, cls_token=False):
+  """Fixed 2-D positions for a row-major (rows, cols) patch grid.
+
+  Args:
+    dim: embedding width, a multiple of 4.
+    grid_size: (rows, cols) = (time patches, freq patches).
+    cls_token: prepend an all-zero row for the cls token.
+
+  Returns:
+    float32 numpy array [(1 if cls_token) + rows * cols, dim].
+  """
+  rows, cols = grid_size
+  return _sincos_2d_cached(int(dim), int(rows), int(cols), bool(cls_token))
+
+
+# ----------------------------------------------------------------------------
+# Transformer pieces (timm/MAE layout: fused qkv, pre-LN, exact GELU).
+
+
+def _dense(in_dim, out_dim, *, dtype, rngs):
+  # MAE initialises every Linear (and the flattened patch conv) with xavier.
+  return nnx.Linear(
+      in_dim, out_dim, dtype=dtype, rngs=rngs,
+      kernel_init=nnx.initializers.xavier_uniform(),
+      bias_init=nnx.initializers.zeros_init())
+
+
+def _layer_norm(width, *, dtype, rngs):
+  # Exact two-pass variance: matches torch's LayerNorm to float32 rounding.
+  return nnx.LayerNorm(
+      width, epsilon=_LN_EPS, dtype=dtype, use_fast_variance=False, rngs=rngs)
+
+
+class Attention(nnx.Module):
+  """Multi-head self-attention with a fused qkv projection (as timm)."""
+
+  def __init__(self, width, num_heads, *, dtype, rngs):
+    if width % num_heads:
+      raise ValueError(f"width {width} is not divisible by num_heads {num_heads}")
+    self.num_heads = num_heads
+    self.qkv = _dense(width, 3 * width, dtype=dtype, rngs=rngs)
+    self.proj = _dense(width, width, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x):
+    b, n, width = x.shape
+    head_dim = width // self.num_heads
+    qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, head_dim)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    # jax.nn.dot_product_attention keeps logits and softmax in float32 even
+    # for bf16 inputs, and can switch to a fused kernel on accelerators.
+    out = jax.nn.dot_product_attention(q, k, v)
+    return self.proj(out.reshape(b, n, width))
+
+
+class Mlp(nnx.Module):
+  """Linear -> exact GELU -> Linear."""
+
+  def __init__(self, width, hidden, *, dtype, rngs):
+    self.fc1 = _dense(width, hidden, dtype=dtype, rngs=rngs)
+    self.fc2 = _dense(hidden, width, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x):
+    return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
+
+
+class Block(nnx.Module):
+  """Pre-LN transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+  def __init__(self, width, num_heads, mlp_ratio, *, dtype, rngs):
+    self.norm1 = _layer_norm(width, dtype=dtype, rngs=rngs)
+    self.attn = Attention(width, num_heads, dtype=dtype, rngs=rngs)
+    self.norm2 = _layer_norm(width, dtype=dtype, rngs=rngs)
+    self.mlp = Mlp(width, int(width * mlp_ratio), dtype=dtype, rngs=rngs)
+
+  def __call__(self, x):
+    x = x + self.attn(self.norm1(x))
+    return x + self.mlp(self.norm2(x))
+
+
+def _stack(width, depth, num_heads, mlp_ratio, *, dtype, rngs):
+  return nnx.List(
+      [Block(width, num_heads, mlp_ratio, dtype=dtype, rngs=rngs) for _ in range(depth)])
+
+
+# ----------------------------------------------------------------------------
+# The model.
+
+
+class MAEViT(nnx.Module):
+  """MAE ViT for [B, T, F] spectrograms (OPERA-GT when built by `opera_gt`).
+
+  Inputs may be shorter than `spec_shape[0]` frames (any multiple of the
+  time patch size): as in OPERA, they use the first T'/p_t rows of the
+  positional grid. Every shape is static, so each distinct T' compiles once.
+
+  Positions are recomputed as constants (not stored as variables): they are
+  fixed, so they are neither trained nor checkpointed.
+
+  `decoder` selects the MAE decoder; only "transformer" exists for now
+  (OPERA's full-size GT decoder is Swin and can be added as another option).
+  """
+
+  def __init__(
+      self, *, spec_shape=(256, 64), patch_size=(4, 4), width=384, depth=12,
+      num_heads=6, mlp_ratio=4.0, decoder="transformer", decoder_width=256,
+      decoder_depth=4, decoder_heads=8, mask_ratio=0.7, norm_pix_loss=False,
+      dtype=jnp.float32, rngs):
+    spec_shape, patch_size = tuple(spec_shape), tuple(patch_size)
+    if spec_shape[0] % patch_size[0] or spec_shape[1] % patch_size[1]:
+      raise ValueError(f"spec_shape {spec_shape} is not a multiple of patch_size {patch_size}")
+    if decoder not in DECODERS:
+      raise ValueError(f"unknown decoder {decoder!r}; available: {', '.join(DECODERS)}")
+    if not 0.0 <= mask_ratio < 1.0:
+      raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+    self.spec_shape = spec_shape
+    self.patch_size = patch_size
+    self.grid_size = (spec_shape[0] // patch_size[0], spec_shape[1] // patch_size[1])
+    self.num_patches = self.grid_size[0] * self.grid_size[1]
+    self.patch_dim = patch_size[0] * patch_size[1]
+    self.width = width
+    self.decoder_width = decoder_width
+    self.decoder = decoder
+    self.mask_ratio = mask_ratio
+    self.norm_pix_loss = norm_pix_loss
+    self.dtype = dtype
+    # Validate the position widths now rather than at the first call.
+    sincos_pos_embed_2d(width, self.grid_size)
+    sincos_pos_embed_2d(decoder_width, self.grid_size)
+
+    # Encoder. A Linear on flattened patches is the 4x4/stride-4 conv.
+    token_init = nnx.initializers.normal(stddev=0.02)
+    self.patch_embed = _dense(self.patch_dim, width, dtype=dtype, rngs=rngs)
+    self.cls_token = nnx.Param(token_init(rngs.params(), (1, 1, width)))
+    self.blocks = _stack(width, depth, num_heads, mlp_ratio, dtype=dtype, rngs=rngs)
+    self.norm = _layer_norm(width, dtype=dtype, rngs=rngs)  # feeds the decoder
+    # Global-pool head (MAE fine-tuning variant); float32, it is tiny.
+    self.fc_norm = _layer_norm(width, dtype=jnp.float32, rngs=rngs)
+
+    # Transformer decoder.
+    self.decoder_embed = _dense(width, decoder_width, dtype=dtype, rngs=rngs)
+    self.mask_token = nnx.Param(token_init(rngs.params(), (1, 1, decoder_width)))
+    self.decoder_blocks = _stack(
+        decoder_width, decoder_depth, decoder_heads, mlp_ratio, dtype=dtype, rngs=rngs)
+    self.decoder_norm = _layer_norm(decoder_width, dtype=dtype, rngs=rngs)
+    self.decoder_pred = _dense(decoder_width, self.patch_dim, dtype=dtype, rngs=rngs)
+
+  # -- shapes ---------------------------------------------------------------
+
+  def _grid_rows(self, spec):
+    """Number of patch rows of `spec`, after checking its (static) shape."""
+    if spec.ndim != 3:
+      raise ValueError(f"expected spectrograms [B, T, F], got shape {spec.shape}")
+    frames, mels = spec.shape[1:]
+    if mels != self.spec_shape[1]:
+      raise ValueError(f"expected {self.spec_shape[1]} mel bins, got shape {spec.shape}")
+    if frames % self.patch_size[0] or not 0 < frames <= self.spec_shape[0]:
+      raise ValueError(
+          f"frames must be a multiple of {self.patch_size[0]} in "
+          f"[{self.patch_size[0]}, {self.spec_shape[0]}], got shape {spec.shape}")
+    return frames // self.patch_size[0]
+
+  def num_keep(self, num_patches):
+    """Visible patches per example: floor(N * (1 - mask_ratio)), as MAE."""
+    # The epsilon guards against 1 - 0.7 = 0.29999... style rounding.
+    return max(1, int(num_patches * (1.0 - self.mask_ratio) + 1e-6))
+
+  def patchify(self, spec):
+    """[B, T, F] -> [B, N, p_t * p_f], patches row-major over (time, freq)."""
+    b, t, f = spec.shape
+    pt, pf = self.patch_size
+    x = spec.reshape(b, t // pt, pt, f // pf, pf).transpose(0, 1, 3, 2, 4)
+    return x.reshape(b, (t // pt) * (f // pf), pt * pf)
+
+  def unpatchify(self, patches):
+    """Inverse of `patchify`: [B, N, p_t * p_f] -> [B, T, F]."""
+    b, n, _ = patches.shape
+    pt, pf = self.patch_size
+    cols = self.grid_size[1]
+    rows = n // cols
+    x = patches.reshape(b, rows, cols, pt, pf).transpose(0, 1, 3, 2, 4)
+    return x.reshape(b, rows * pt, cols * pf)
+
+  def pos_embed(self, rows=None, *, decoder=False):
+    """Fixed positions [1 + rows * cols, width] (row 0 is the cls position)."""
+    rows = self.grid_size[0] if rows is None else rows
+    dim = self.decoder_width if decoder else self.width
+    table = sincos_pos_embed_2d(dim, self.grid_size, cls_token=True)
+    return jnp.asarray(table[:1 + rows * self.grid_size[1]])
+
+  # -- encoder --------------------------------------------------------------
+
+  def _embed(self, spec):
+    """Patch tokens plus positions, [B, N, width] (no cls yet)."""
+    rows = self._grid_rows(spec)
+    x = self.patch_embed(self.patchify(spec.astype(self.dtype)))
+    return x + self.pos_embed(rows)[1:].astype(self.dtype)
+
+  def _encode(self, tokens):
+    """Prepends cls (its position is zero) and runs the blocks, pre-norm."""
+    cls = jnp.broadcast_to(
+        self.cls_token[...].astype(self.dtype), (tokens.shape[0], 1, self.width))
+    x = jnp.concatenate([cls, tokens], axis=1)
+    for block in self.blocks:
+      x = block(x)
+    return x
+
+  def _pool(self, x):
+    """fc_norm(mean of patch tokens), excluding cls, in float32."""
+    return self.fc_norm(jnp.mean(x[:, 1:].astype(jnp.float32), axis=1))
+
+  def features(self, spec, *, train=False):
+    """Full (unmasked) encoder pass -> [B, width] float32 embedding.
+
+    `train` is accepted for API symmetry; the model has no dropout, so the
+    result does not depend on it.
+    """
+    del train
+    return self._pool(self._encode(self._embed(spec)))
+
+  # -- masked autoencoding --------------------------------------------------
+
+  def random_masking(self, tokens, rng):
+    """Per-example random masking by argsort of uniform noise.
+
+    Args:
+      tokens: [B, N, D].
+      rng: PRNG key.
+
+    Returns:
+      visible [B, K, D] with K = num_keep(N), mask [B, N] float32 (1 =
+      masked) in patch order, and ids_restore [B, N] that undoes the shuffle.
+    """
+    b, n, _ = tokens.shape
+    keep = self.num_keep(n)
+    noise = jax.random.uniform(rng, (b, n))
+    ids_shuffle = jnp.argsort(noise, axis=1)  # the smallest noise is kept
+    ids_restore = jnp.argsort(ids_shuffle, axis=1)
+    visible = jnp.take_along_axis(tokens, ids_shuffle[:, :keep, None], axis=1)
+    mask = (ids_restore >= keep).astype(jnp.float32)
+    return visible, mask, ids_restore
+
+  def _decode(self, encoded, ids_restore):
+    """Decoder over the full sequence -> [B, N, patch_dim] float32."""
+    x = self.decoder_embed(self.norm(encoded))
+    b, num_vis, _ = x.shape
+    n = ids_restore.shape[1]
+    mask_tokens = jnp.broadcast_to(
+        self.mask_token[...].astype(x.dtype), (b, n + 1 - num_vis, self.decoder_width))
+    # Visible tokens then mask tokens, put back into patch order.
+    seq = jnp.concatenate([x[:, 1:], mask_tokens], axis=1)
+    seq = jnp.take_along_axis(seq, ids_restore[:, :, None], axis=1)
+    x = jnp.concatenate([x[:, :1], seq], axis=1)
+    rows = n // self.grid_size[1]
+    x = x + self.pos_embed(rows, decoder=True).astype(x.dtype)
+    for block in self.decoder_blocks:
+      x = block(x)
+    pred = self.decoder_pred(self.decoder_norm(x))
+    return pred[:, 1:].astype(jnp.float32)
+
+  def mae_target(self, spec):
+    """Patches to reconstruct, normalised per patch if norm_pix_loss."""
+    target = self.patchify(jnp.asarray(spec, jnp.float32))
+    if self.norm_pix_loss:
+      # MAE uses torch's unbiased variance here.
+      mean = target.mean(axis=-1, keepdims=True)
+      var = target.var(axis=-1, keepdims=True, ddof=1)
+      target = (target - mean) / jnp.sqrt(var + 1e-6)
+    return target
+
+  def mae_forward(self, spec, rng):
+    """Masked-autoencoder pass.
+
+    Args:
+      spec: [B, T, F] spectrograms.
+      rng: PRNG key for the masking noise.
+
+    Returns:
+      (loss, aux): the MSE over masked patches (float32 scalar) and a dict
+      with `visible_features` [B, width] (fc_norm of the mean of the visible
+      patch tokens; a cheaper stand-in for `features`), `pred`
+      [B, N, patch_dim] and `mask` [B, N] (1 = masked).
+    """
+    tokens = self._embed(spec)
+    visible, mask, ids_restore = self.random_masking(tokens, rng)
+    encoded = self._encode(visible)
+    pred = self._decode(encoded, ids_restore)
+    loss = losses.mae_loss(pred, self.mae_target(spec), mask)
+    aux = dict(visible_features=self._pool(encoded), pred=pred, mask=mask)
+    return loss, aux
+
+
+OPERA_GT_CONFIG = dict(
+    spec_shape=(256, 64), patch_size=(4, 4), width=384, depth=12, num_heads=6,
+    mlp_ratio=4.0, decoder="transformer", decoder_width=256, decoder_depth=6,
+    decoder_heads=8, mask_ratio=0.7, norm_pix_loss=False)
+
+# A few-second-to-compile variant for tests.
+TINY_CONFIG = dict(
+    spec_shape=(32, 64), width=32, depth=2, num_heads=2, decoder_width=32,
+    decoder_depth=1, decoder_heads=2)
+
+
+def opera_gt(*, rngs=None, dtype=jnp.float32, **overrides):
+  """OPERA-GT (MAE ViT-S/4 on 256 x 64 log-mels); keyword args override.
+
+  `opera_gt(**TINY_CONFIG)` builds the test-sized model. `rngs` defaults to
+  `nnx.Rngs(0)`.
+  """
+  unknown = set(overrides) - set(OPERA_GT_CONFIG)
+  if unknown:
+    raise TypeError(f"unknown OPERA-GT options {sorted(unknown)}; valid: {sorted(OPERA_GT_CONFIG)}")
+  config = {**OPERA_GT_CONFIG, **overrides}
+  return MAEViT(**config, dtype=dtype, rngs=nnx.Rngs(0) if rngs is None else rngs)

@@ -1,0 +1,621 @@
+"""Record files for audio examples and teacher embeddings, without TensorFlow.
+
+Two containers hold serialised `tf.train.Example` protos (from the `tfrecord` package's copy of
+example.proto, so TensorFlow can read them too):
+
+* Audio examples live in ArrayRecord shards (random access for grain), one set per split, next to a
+  `manifest.json` that is written last and acts as the commit marker of the dataset.
+* Teacher embeddings live in TFRecord shards (`teacher-{i:05d}-of-{n:05d}.tfrecord`), listed with their
+  sha256 in `manifest.json`.
+
+Every failure that concerns a file or an example raises a `DataError` subclass naming it.
+"""
+
+import datetime
+import glob
+import hashlib
+import json
+import os
+import re
+import shutil
+import struct
+import tempfile
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+
+import crc32c
+import numpy as np
+from array_record.python import array_record_module
+import grain
+from tfrecord import example_pb2
+
+from acula_jax.errors import CorruptRecordError, DataError
+
+MANIFEST = "manifest.json"
+TEACHER_PREFIX = "teacher"
+_SHARD_RE = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.(?P<ext>array_record|tfrecord)$")
+# Split names end up in file names and in a `{split}-*` glob, so keep them to one unambiguous token.
+_SPLIT_RE = re.compile(r"^[A-Za-z0-9_]+$")
+_CRC_MASK_DELTA = 0xA282EAD8
+_HEADER = struct.Struct("<QI")  # length, masked crc32c of the length bytes
+_FOOTER = struct.Struct("<I")   # masked crc32c of the data
+
+
+# ----------------------------------------------------------------------------------------------------
+# Small file helpers.
+# ----------------------------------------------------------------------------------------------------
+
+def sha256_file(path, chunk_size=1 << 20) -> str:
+  """Hex sha256 of a file's bytes."""
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    while chunk := f.read(chunk_size):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def _tmp_name(path) -> str:
+  """A sibling temporary name, so os.replace stays on one filesystem (and is atomic)."""
+  path = os.fspath(path)
+  head, tail = os.path.split(path)
+  return os.path.join(head, f".{tail}.tmp-{uuid.uuid4().hex[:8]}")
+
+
+def write_json_atomic(path, obj) -> None:
+  """Writes JSON to a temporary sibling and renames it, so readers never see half a file."""
+  tmp = _tmp_name(path)
+  try:
+    with open(tmp, "w") as f:
+      json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+      f.write("\n")
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def _json_default(value):
+  """Lets numpy scalars and arrays through json.dump (labels often come out of numpy)."""
+  if isinstance(value, np.generic):
+    return value.item()
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def read_manifest(directory) -> dict:
+  """Reads `directory/manifest.json`; a clear DataError when it is missing or not a JSON object."""
+  path = os.path.join(os.fspath(directory), MANIFEST)
+  if not os.path.isdir(directory):
+    raise DataError(directory, "directory does not exist")
+  if not os.path.exists(path):
+    raise DataError(path, "missing: the directory holds no finished dataset (wrong path, or an "
+                          "interrupted write; rerun the job that writes it)")
+  try:
+    with open(path) as f:
+      manifest = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise CorruptRecordError(path, f"not valid JSON ({e})") from e
+  if not isinstance(manifest, dict):
+    raise CorruptRecordError(path, f"expected a JSON object, got {type(manifest).__name__}")
+  return manifest
+
+
+# ----------------------------------------------------------------------------------------------------
+# TFRecord framing: uint64 length, masked crc32c(length), data, masked crc32c(data); little endian.
+# ----------------------------------------------------------------------------------------------------
+
+def masked_crc32c(data: bytes) -> int:
+  """The CRC TFRecord stores: crc32c rotated right by 15 bits plus a constant (see TF's crc32c.h)."""
+  crc = crc32c.crc32c(data)
+  return (((crc >> 15) | (crc << 17)) + _CRC_MASK_DELTA) & 0xFFFFFFFF
+
+
+def _frame(payload: bytes) -> bytes:
+  length = struct.pack("<Q", len(payload))
+  return b"".join([length, struct.pack("<I", masked_crc32c(length)), payload,
+                   _FOOTER.pack(masked_crc32c(payload))])
+
+
+def write_tfrecord(path, payloads: Iterable[bytes]) -> int:
+  """Writes payloads as one TFRecord file, atomically; returns the number of records."""
+  tmp = _tmp_name(path)
+  count = 0
+  try:
+    with open(tmp, "wb") as f:
+      for payload in payloads:
+        f.write(_frame(bytes(payload)))
+        count += 1
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return count
+
+
+def iter_tfrecord(path, verify_crc: bool = True) -> Iterator[bytes]:
+  """Yields the payloads of a TFRecord file; CorruptRecordError on truncation or CRC mismatch."""
+  path = os.fspath(path)
+  size = os.path.getsize(path)
+  with open(path, "rb") as f:
+    index, offset = 0, 0
+    while header := f.read(_HEADER.size):
+      where = f"record {index} at byte {offset}"
+      if len(header) < _HEADER.size:
+        raise CorruptRecordError(path, f"truncated header of {where}")
+      length, length_crc = _HEADER.unpack(header)
+      if verify_crc and masked_crc32c(header[:8]) != length_crc:
+        raise CorruptRecordError(path, f"length CRC mismatch in {where}")
+      # Checked before reading so a corrupt length never turns into a huge allocation.
+      if offset + _HEADER.size + length + _FOOTER.size > size:
+        raise CorruptRecordError(path, f"truncated {where}: needs {length} payload bytes, file has "
+                                       f"{size - offset - _HEADER.size - _FOOTER.size}")
+      payload = f.read(length)
+      (data_crc,) = _FOOTER.unpack(f.read(_FOOTER.size))
+      if verify_crc and masked_crc32c(payload) != data_crc:
+        raise CorruptRecordError(path, f"data CRC mismatch in {where}")
+      yield payload
+      index += 1
+      offset += _HEADER.size + length + _FOOTER.size
+
+
+# ----------------------------------------------------------------------------------------------------
+# tf.train.Example encoding.
+# ----------------------------------------------------------------------------------------------------
+
+def _bytes_feature(value: bytes):
+  return example_pb2.Feature(bytes_list=example_pb2.BytesList(value=[value]))
+
+
+def _str_feature(value: str):
+  return _bytes_feature(value.encode("utf-8"))
+
+
+def _int_feature(value: int):
+  return example_pb2.Feature(int64_list=example_pb2.Int64List(value=[int(value)]))
+
+
+def _parse_example(data: bytes, where) -> dict:
+  example = example_pb2.Example()
+  try:
+    example.ParseFromString(bytes(data))
+  except Exception as e:  # protobuf raises its own DecodeError type; the file is bad either way.
+    raise CorruptRecordError(where, f"not a tf.train.Example ({e})") from e
+  return example.features.feature
+
+
+def _get(features, key, kind, where):
+  """One value of a feature; CorruptRecordError when absent or of another kind."""
+  if key not in features:
+    raise CorruptRecordError(where, f"missing feature {key!r}")
+  values = getattr(features[key], kind).value
+  if kind != "float_list" and len(values) != 1:
+    raise CorruptRecordError(where, f"feature {key!r} should hold one {kind} value, has {len(values)}")
+  return values if kind == "float_list" else values[0]
+
+
+def _get_str(features, key, where) -> str:
+  return _get(features, key, "bytes_list", where).decode("utf-8")
+
+
+def _json_dumps(value, name, where) -> str:
+  if not isinstance(value, dict):
+    raise DataError(where, f"{name} must be a dict, got {type(value).__name__}")
+  try:
+    return json.dumps(value, sort_keys=True, default=_json_default)
+  except (TypeError, ValueError) as e:
+    raise DataError(where, f"{name} is not JSON serialisable ({e})") from e
+
+
+def encode_audio_example(ex: dict) -> bytes:
+  """Serialises an audio example after `validate_audio_example` (DataError naming its id)."""
+  return _encode_valid_audio_example(validate_audio_example(ex))
+
+
+def _encode_valid_audio_example(ex: dict) -> bytes:
+  where = ex["id"]
+  feature = {
+      "id": _str_feature(ex["id"]),
+      "dataset": _str_feature(ex["dataset"]),
+      "subject_id": _str_feature(ex["subject_id"]),
+      "split": _str_feature(ex["split"]),
+      # Raw little-endian float32 bytes: an order of magnitude faster to parse than a float_list.
+      "audio": _bytes_feature(ex["audio"].astype("<f4").tobytes()),
+      "num_samples": _int_feature(ex["audio"].shape[0]),
+      "sample_rate": _int_feature(ex["sample_rate"]),
+      "labels": _str_feature(_json_dumps(ex["labels"], "labels", where)),
+      "metadata": _str_feature(_json_dumps(ex["metadata"], "metadata", where)),
+  }
+  return example_pb2.Example(features=example_pb2.Features(feature=feature)).SerializeToString()
+
+
+def decode_audio_example(data: bytes, where="<audio record>") -> dict:
+  """Parses an audio example; CorruptRecordError naming the example when fields disagree."""
+  features = _parse_example(data, where)
+  example_id = _get_str(features, "id", where)
+  audio_bytes = _get(features, "audio", "bytes_list", example_id)
+  num_samples = _get(features, "num_samples", "int64_list", example_id)
+  if len(audio_bytes) != 4 * num_samples:
+    raise CorruptRecordError(example_id, f"audio holds {len(audio_bytes)} bytes, expected "
+                                         f"{4 * num_samples} for num_samples={num_samples}")
+  try:
+    labels = json.loads(_get_str(features, "labels", example_id))
+    metadata = json.loads(_get_str(features, "metadata", example_id))
+  except json.JSONDecodeError as e:
+    raise CorruptRecordError(example_id, f"labels/metadata are not valid JSON ({e})") from e
+  return {
+      "id": example_id,
+      "dataset": _get_str(features, "dataset", example_id),
+      "subject_id": _get_str(features, "subject_id", example_id),
+      "split": _get_str(features, "split", example_id),
+      # A copy: frombuffer would give a read-only view that in-place augmentations would trip on.
+      "audio": np.frombuffer(audio_bytes, dtype="<f4").astype(np.float32),
+      "num_samples": int(num_samples),
+      "sample_rate": int(_get(features, "sample_rate", "int64_list", example_id)),
+      "labels": labels,
+      "metadata": metadata,
+  }
+
+
+def encode_teacher_example(example_id: str, embedding, report: str) -> bytes:
+  """Serialises one teacher row: id, float32 embedding (float_list) and the report text."""
+  embedding = np.asarray(embedding, dtype=np.float32)
+  if not isinstance(example_id, str) or not example_id:
+    raise DataError(repr(example_id), "teacher example id must be a non-empty string")
+  if embedding.ndim != 1 or not embedding.size or not np.isfinite(embedding).all():
+    raise DataError(example_id, f"embedding must be a finite non-empty vector, got shape {embedding.shape}")
+  feature = {
+      "id": _str_feature(example_id),
+      "embedding": example_pb2.Feature(float_list=example_pb2.FloatList(value=embedding.tolist())),
+      "report": _str_feature(str(report)),
+  }
+  return example_pb2.Example(features=example_pb2.Features(feature=feature)).SerializeToString()
+
+
+def decode_teacher_example(data: bytes, where="<teacher record>") -> dict:
+  """Parses a teacher row into {id, embedding: float32[d], report}."""
+  features = _parse_example(data, where)
+  example_id = _get_str(features, "id", where)
+  return {
+      "id": example_id,
+      "embedding": np.array(_get(features, "embedding", "float_list", example_id), dtype=np.float32),
+      "report": _get_str(features, "report", example_id),
+  }
+
+
+# ----------------------------------------------------------------------------------------------------
+# Audio datasets: ArrayRecord shards per split + manifest.json.
+# ----------------------------------------------------------------------------------------------------
+
+def validate_audio_example(ex: dict) -> dict:
+  """Checks one example and fills optional fields; DataError naming the example id."""
+  if not isinstance(ex, dict):
+    raise DataError("<example>", f"expected a dict, got {type(ex).__name__}")
+  example_id = ex.get("id")
+  if not isinstance(example_id, str) or not example_id:
+    raise DataError(repr(example_id), "example id must be a non-empty string")
+  out = dict(ex)
+  for key in ("dataset", "split"):
+    if not isinstance(ex.get(key), str) or not ex[key]:
+      raise DataError(example_id, f"{key!r} must be a non-empty string, got {ex.get(key)!r}")
+  if not _SPLIT_RE.match(ex["split"]):
+    raise DataError(example_id, f"split {ex['split']!r} must match {_SPLIT_RE.pattern} (it names files)")
+  out["subject_id"] = str(ex.get("subject_id", ""))
+  out["labels"] = ex.get("labels") or {}
+  out["metadata"] = ex.get("metadata") or {}
+  sample_rate = ex.get("sample_rate")
+  if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+    raise DataError(example_id, f"sample_rate must be a positive int, got {sample_rate!r}")
+  out["sample_rate"] = int(sample_rate)
+  audio = ex.get("audio")
+  if not isinstance(audio, np.ndarray) or audio.dtype != np.float32:
+    dtype = getattr(audio, "dtype", type(audio).__name__)
+    raise DataError(example_id, f"audio must be a float32 numpy array, got {dtype}")
+  if audio.ndim != 1 or audio.size == 0:
+    raise DataError(example_id, f"audio must be 1-D and non-empty, got shape {audio.shape}")
+  if not np.isfinite(audio).all():
+    raise DataError(example_id, "audio contains NaN or inf")
+  if "num_samples" in ex and int(ex["num_samples"]) != audio.shape[0]:
+    raise DataError(example_id, f"num_samples={ex['num_samples']} but audio has {audio.shape[0]} samples")
+  out["num_samples"] = audio.shape[0]
+  return out
+
+
+def _skipped_entry(item) -> dict:
+  """Normalises a skipped-input note: a dict with id/path + reason, a DataError, or (path, reason)."""
+  if isinstance(item, DataError):
+    return {"path": item.where, "reason": item.reason}
+  if isinstance(item, dict):
+    if "reason" not in item or not ({"id", "path"} & item.keys()):
+      raise ValueError(f"skipped entry {item!r} needs 'reason' and 'id' or 'path'")
+    return {k: str(v) for k, v in item.items()}
+  where, reason = item
+  return {"path": str(where), "reason": str(reason)}
+
+
+def shard_name(prefix: str, index: int, count: int, ext: str) -> str:
+  return f"{prefix}-{index:05d}-of-{count:05d}.{ext}"
+
+
+class _SplitWriter:
+  """Round-robin writer of one split's shards, under temporary names until `finish`."""
+
+  def __init__(self, tmp_dir: str, split: str, num_shards: int):
+    self.split = split
+    self.paths = [os.path.join(tmp_dir, f"{split}.{i}") for i in range(num_shards)]
+    self.writers = [None] * num_shards
+    self.count = 0
+
+  def write(self, payload: bytes):
+    i = self.count % len(self.paths)
+    if self.writers[i] is None:  # Opened lazily: a small split must not leave empty 128 KiB shards.
+      self.writers[i] = array_record_module.ArrayRecordWriter(self.paths[i], "group_size:1")
+    self.writers[i].write(payload)
+    self.count += 1
+
+  def close(self):
+    for w in self.writers:
+      if w is not None:
+        w.close()
+
+  def finish(self, out_dir: str) -> list[str]:
+    """Moves the non-empty shards to their final `{split}-i-of-n` names; returns the names."""
+    self.close()
+    used = min(self.count, len(self.paths))
+    names = [shard_name(self.split, i, used, "array_record") for i in range(used)]
+    for i, name in enumerate(names):
+      os.replace(self.paths[i], os.path.join(out_dir, name))
+    return names
+
+
+def _remove_previous_dataset(out_dir: str) -> None:
+  """Deletes an older manifest (first: the dataset stops looking valid) and its shards."""
+  manifest = os.path.join(out_dir, MANIFEST)
+  if os.path.exists(manifest):
+    os.remove(manifest)
+  for path in glob.glob(os.path.join(glob.escape(out_dir), "*-*-of-*.array_record")):
+    if _SHARD_RE.match(os.path.basename(path)):
+      os.remove(path)
+
+
+def _remove_stale_partials(out_dir: str, keep: str) -> None:
+  """Removes temporary directories that killed writers (SIGKILL, power loss) left behind."""
+  for path in glob.glob(os.path.join(glob.escape(out_dir), ".partial-*")):
+    if os.path.abspath(path) != os.path.abspath(keep):
+      shutil.rmtree(path, ignore_errors=True)
+
+
+def write_audio_records(out_dir, examples: Iterable[dict], *, dataset: str, num_shards: int = 1,
+                        skipped: Sequence = ()) -> dict:
+  """Writes examples into `out_dir/{split}-{i:05d}-of-{n:05d}.array_record` + manifest.json.
+
+  Examples may come from a generator of unknown length; each is validated (DataError naming its id).
+  Shards are filled round-robin, so a split with fewer than `num_shards` examples gets fewer shards.
+  Everything is written under a hidden temporary directory inside `out_dir` and moved into place only
+  once all examples were written; the manifest goes last. An interrupted or failed write therefore
+  leaves no manifest and no shard files (an older dataset in `out_dir` is replaced). `skipped` is read
+  after `examples` is exhausted, so a list that the example generator appends to works.
+
+  Returns the manifest dict.
+  """
+  if num_shards < 1:
+    raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+  out_dir = os.fspath(out_dir)
+  os.makedirs(out_dir, exist_ok=True)
+  tmp_dir = tempfile.mkdtemp(prefix=".partial-", dir=out_dir)
+  splits: dict[str, _SplitWriter] = {}
+  try:
+    seen, label_keys, sample_rate = set(), set(), None
+    for ex in examples:
+      ex = validate_audio_example({"dataset": dataset, **ex} if isinstance(ex, dict) else ex)
+      if ex["dataset"] != dataset:
+        raise DataError(ex["id"], f"dataset {ex['dataset']!r} differs from {dataset!r}")
+      if ex["id"] in seen:
+        raise DataError(ex["id"], f"duplicate example id in dataset {dataset!r}")
+      seen.add(ex["id"])
+      if sample_rate is None:
+        sample_rate = ex["sample_rate"]
+      elif ex["sample_rate"] != sample_rate:
+        raise DataError(ex["id"], f"sample_rate {ex['sample_rate']} differs from {sample_rate} of "
+                                  "earlier examples (resample at ingestion)")
+      label_keys.update(ex["labels"])
+      if ex["split"] not in splits:
+        splits[ex["split"]] = _SplitWriter(tmp_dir, ex["split"], num_shards)
+      splits[ex["split"]].write(_encode_valid_audio_example(ex))
+    if not seen:
+      raise DataError(out_dir, f"no examples to write for dataset {dataset!r}")
+    skipped = [_skipped_entry(s) for s in skipped]
+    _remove_previous_dataset(out_dir)
+    _remove_stale_partials(out_dir, keep=tmp_dir)
+    files = {name: w.finish(out_dir) for name, w in sorted(splits.items())}
+    manifest = {
+        "dataset": dataset,
+        "sample_rate": sample_rate,
+        "counts": {name: w.count for name, w in sorted(splits.items())},
+        "files": files,
+        "label_keys": sorted(label_keys),
+        "num_examples": len(seen),
+        "skipped": skipped,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_json_atomic(os.path.join(out_dir, MANIFEST), manifest)
+    return manifest
+  finally:
+    for w in splits.values():
+      w.close()
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def audio_record_paths(data_dir, split: str) -> list[str]:
+  """The sorted shard paths of a split; DataError naming data_dir and split when incomplete or absent."""
+  data_dir = os.fspath(data_dir)
+  paths = sorted(glob.glob(os.path.join(glob.escape(data_dir), f"{glob.escape(split)}-*-of-*.array_record")))
+  paths = [p for p in paths if (m := _SHARD_RE.match(os.path.basename(p))) and m["prefix"] == split]
+  if not paths:
+    found = sorted(os.listdir(data_dir)) if os.path.isdir(data_dir) else "directory does not exist"
+    raise DataError(data_dir, f"no ArrayRecord shards for split {split!r} "
+                              f"(expected {split}-00000-of-NNNNN.array_record; found: {found})")
+  counts = {int(_SHARD_RE.match(os.path.basename(p))["count"]) for p in paths}
+  if len(counts) != 1 or len(paths) != counts.pop():
+    raise CorruptRecordError(data_dir, f"split {split!r} has an incomplete or mixed shard set: "
+                                       f"{[os.path.basename(p) for p in paths]}")
+  return paths
+
+
+def _count_records(path: str) -> int:
+  """Opens one ArrayRecord file; a truncated or damaged file fails here (its footer is unreadable)."""
+  try:
+    reader = array_record_module.ArrayRecordReader(path)
+    try:
+      return reader.num_records()
+    finally:
+      reader.close()
+  except RuntimeError as e:  # array_record reports every format error as RuntimeError.
+    raise CorruptRecordError(path, f"unreadable ArrayRecord file ({e})") from e
+
+
+class AudioRecordSource:
+  """Random-access source of decoded audio examples of one split (a grain RandomAccessDataSource).
+
+  Checks the shards against manifest.json (file names and counts), and turns ArrayRecord failures
+  (truncation, checksum mismatch) into CorruptRecordError naming the file.
+  """
+
+  def __init__(self, data_dir, split: str):
+    self.data_dir = os.fspath(data_dir)
+    self.split = split
+    self.manifest = read_manifest(self.data_dir)
+    self.paths = audio_record_paths(self.data_dir, split)
+    self._check_manifest()
+    counts = [_count_records(p) for p in self.paths]
+    if sum(counts) != self.manifest["counts"][split]:
+      raise CorruptRecordError(self.data_dir, f"split {split!r} holds {sum(counts)} records, manifest "
+                                              f"says {self.manifest['counts'][split]}")
+    self._ends = np.cumsum(counts)
+    # `path[start:end]` tells grain the record count, so it does not reopen every file to count again.
+    self._source = grain.sources.ArrayRecordDataSource([f"{p}[0:{n}]" for p, n in zip(self.paths, counts)])
+
+  def _check_manifest(self):
+    files = self.manifest.get("files", {}).get(self.split)
+    if files is None or self.split not in self.manifest.get("counts", {}):
+      raise DataError(os.path.join(self.data_dir, MANIFEST), f"no split {self.split!r} in the manifest "
+                      f"(splits: {sorted(self.manifest.get('counts', {}))})")
+    if sorted(files) != [os.path.basename(p) for p in self.paths]:
+      raise CorruptRecordError(self.data_dir, f"shards of split {self.split!r} differ from the manifest: "
+                                              f"{files} vs {[os.path.basename(p) for p in self.paths]}")
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def _path_of(self, index: int) -> str:
+    return self.paths[int(np.searchsorted(self._ends, index, side="right"))]
+
+  def __getitem__(self, index) -> dict:
+    index = index.__index__()
+    if not 0 <= index < len(self):
+      raise IndexError(f"{self.data_dir}: index {index} out of range for split {self.split!r} ({len(self)})")
+    path = self._path_of(index)
+    try:
+      data = self._source[index]
+    except RuntimeError as e:
+      raise CorruptRecordError(path, f"cannot read record {index} ({e})") from e
+    return decode_audio_example(data, where=f"{path}[record {index}]")
+
+  def __repr__(self):
+    return f"AudioRecordSource({self.data_dir!r}, {self.split!r}, n={len(self)})"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Teacher embeddings: TFRecord shards + manifest.json.
+# ----------------------------------------------------------------------------------------------------
+
+def shard_bounds(num_rows: int, num_shards: int) -> list[tuple[int, int]]:
+  """Contiguous [start, end) slices of near-equal size; never more shards than rows (min. one)."""
+  num_shards = max(1, min(num_shards, num_rows))
+  edges = np.linspace(0, num_rows, num_shards + 1).round().astype(int)
+  return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def teacher_shard_name(index: int, count: int) -> str:
+  return shard_name(TEACHER_PREFIX, index, count, "tfrecord")
+
+
+def write_teacher_shard(out_dir, rows: Sequence[tuple], index: int, num_shards: int) -> dict:
+  """Writes one shard of (id, embedding, report) rows atomically; returns {file, count, sha256}."""
+  name = teacher_shard_name(index, num_shards)
+  path = os.path.join(os.fspath(out_dir), name)
+  count = write_tfrecord(path, (encode_teacher_example(i, e, r) for i, e, r in rows))
+  return {"file": name, "count": count, "sha256": sha256_file(path)}
+
+
+def write_teacher_shards(out_dir, rows: Sequence[tuple], num_shards: int, *,
+                         metadata: dict | None = None) -> dict:
+  """Writes (id, embedding, report) rows, sorted by id, as contiguous shards plus manifest.json.
+
+  The manifest holds `metadata` plus dim, count and shards [{file, count, sha256}]; returns it.
+  """
+  rows = sorted(rows, key=lambda row: row[0])
+  if not rows:
+    raise DataError(out_dir, "no teacher rows to write")
+  _check_unique([row[0] for row in rows], out_dir)
+  out_dir = os.fspath(out_dir)
+  os.makedirs(out_dir, exist_ok=True)
+  bounds = shard_bounds(len(rows), num_shards)
+  shards = [write_teacher_shard(out_dir, rows[a:b], i, len(bounds)) for i, (a, b) in enumerate(bounds)]
+  manifest = {**(metadata or {}), "dim": int(np.asarray(rows[0][1]).shape[0]), "count": len(rows),
+              "shards": shards}
+  write_json_atomic(os.path.join(out_dir, MANIFEST), manifest)
+  return manifest
+
+
+def _check_unique(ids: Sequence[str], where) -> None:
+  seen = set()
+  for example_id in ids:
+    if example_id in seen:
+      raise DataError(where, f"duplicate id {example_id!r}")
+    seen.add(example_id)
+
+
+def _read_teacher_shard(path: str, shard: dict) -> list[dict]:
+  """Reads one listed shard after checking it exists and matches the manifest's sha256 and count."""
+  if not os.path.exists(path):
+    raise CorruptRecordError(path, "shard listed in manifest.json is missing")
+  if "sha256" in shard and sha256_file(path) != shard["sha256"]:
+    raise CorruptRecordError(path, "sha256 differs from manifest.json (file changed or damaged)")
+  rows = [decode_teacher_example(b, where=path) for b in iter_tfrecord(path)]
+  if "count" in shard and len(rows) != shard["count"]:
+    raise CorruptRecordError(path, f"holds {len(rows)} records, manifest.json says {shard['count']}")
+  return rows
+
+
+def load_teacher_embeddings(directory) -> tuple[list[str], np.ndarray, dict]:
+  """Loads all teacher shards listed in manifest.json -> (ids, float32[n, d], manifest).
+
+  Verifies each shard's sha256, record CRCs and counts, a single embedding size matching the
+  manifest, finite values, and unique ids (errors name the offending file).
+  """
+  directory = os.fspath(directory)
+  manifest = read_manifest(directory)
+  manifest_path = os.path.join(directory, MANIFEST)
+  if not isinstance(manifest.get("shards"), list) or not manifest["shards"]:
+    raise CorruptRecordError(manifest_path, "lists no teacher shards")
+  ids, embeddings, where_seen = [], [], {}
+  for shard in manifest["shards"]:
+    path = os.path.join(directory, shard["file"])
+    for row in _read_teacher_shard(path, shard):
+      if row["id"] in where_seen:
+        raise DataError(path, f"duplicate id {row['id']!r} (also in {where_seen[row['id']]})")
+      where_seen[row["id"]] = path
+      dim = manifest.get("dim", row["embedding"].shape[0])
+      if row["embedding"].shape != (dim,) or not np.isfinite(row["embedding"]).all():
+        raise CorruptRecordError(path, f"embedding of {row['id']!r} has shape {row['embedding'].shape} "
+                                       f"(manifest dim {dim}) or non-finite values")
+      ids.append(row["id"])
+      embeddings.append(row["embedding"])
+  if "count" in manifest and len(ids) != manifest["count"]:
+    raise CorruptRecordError(manifest_path, f"shards hold {len(ids)} embeddings, manifest says {manifest['count']}")
+  return ids, np.stack(embeddings).astype(np.float32), manifest

@@ -1,0 +1,209 @@
+"""The AcuLa training loop: data -> model/optimizer -> jitted step -> checkpoints -> export -> probes."""
+import functools
+import json
+import pathlib
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+from tqdm import tqdm
+
+from acula_jax import audio
+from acula_jax import checkpointing
+from acula_jax import evaluate
+from acula_jax import input_pipeline
+from acula_jax import losses
+from acula_jax import metric_writers
+from acula_jax import records
+from acula_jax import sharding
+from acula_jax.models import acula
+
+
+def create_optimizer(config, total_steps: int):
+  """AdamW with linear warm-up then linear decay, global-norm clipping, no decay on biases/norms."""
+  optim = config.optim
+  warmup = min(optim.warmup_steps, max(total_steps - 1, 0))
+  schedule = optax.join_schedules([
+      optax.linear_schedule(0.0, optim.learning_rate, max(warmup, 1)),
+      optax.linear_schedule(optim.learning_rate, optim.learning_rate * optim.end_learning_rate_factor,
+                            max(total_steps - warmup, 1)),
+  ], boundaries=[warmup])
+  decay_mask = lambda params: jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+  tx = optax.chain(
+      optax.clip_by_global_norm(optim.clip_norm),
+      optax.adamw(schedule, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay, mask=decay_mask))
+  return tx, schedule
+
+
+def compute_losses(model: acula.AculaModel, batch: dict, rng, config):
+  """Total loss and its parts for one batch of waveforms (and teacher embeddings when aligning)."""
+  spec = audio.log_mel(batch["audio"], **config.audio)
+  metrics = {}
+  total = 0.0
+  need_mae = config.loss.mae_weight > 0 or config.align_features == "visible"
+  if need_mae:
+    mae, aux = model.encoder.mae_forward(spec, rng)
+    metrics["mae_loss"] = mae
+    total += config.loss.mae_weight * mae
+  if model.text_dim:
+    if config.align_features == "visible":
+      features = aux["visible_features"]
+    elif config.align_features == "full":
+      features = model.encoder.features(spec, train=True)
+    else:
+      raise ValueError(f"align_features must be full or visible, got {config.align_features!r}")
+    audio_emb = model.audio_head(features)
+    text_emb = model.text_head(batch["text_embedding"])
+    align = losses.alignment_loss(config.loss.alignment, audio_emb, text_emb,
+                                  log_temperature=model.log_temperature[...])
+    metrics["align_loss"] = align
+    total += config.loss.align_weight * align
+  metrics["loss"] = total
+  return total, metrics
+
+
+def make_train_step(graphdef, config, state_sharding, batch_sharding):
+  """A pure step: (state, batch, rng) -> (new state, metrics), jitted with declared shardings."""
+
+  def train_step(state, batch, rng):
+    model, optimizer = nnx.merge(graphdef, state)
+    grad_fn = nnx.value_and_grad(functools.partial(compute_losses, config=config), has_aux=True)
+    (_, metrics), grads = grad_fn(model, batch, rng)
+    optimizer.update(model, grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
+    return nnx.state((model, optimizer)), metrics
+
+  return jax.jit(train_step, in_shardings=(state_sharding, batch_sharding, None),
+                 out_shardings=(state_sharding, None), donate_argnums=0)
+
+
+def _total_steps(config, num_examples: int) -> int:
+  if config.num_train_steps > 0:
+    return config.num_train_steps
+  return config.num_epochs * input_pipeline.steps_per_epoch(config, num_examples)
+
+
+def _check_finite(metrics: dict, step: int):
+  bad = {k: float(v) for k, v in metrics.items() if not np.isfinite(v)}
+  if bad:
+    raise FloatingPointError(
+        f"non-finite loss at step {step}: {bad}. Training stopped; the last good checkpoint is kept. "
+        "Try a lower learning rate, float32 compute, or check the input data.")
+
+
+class _Preemption:
+  """Turns SIGTERM (what a preemption sends) into a request to checkpoint and exit."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning("SIGTERM received: saving a checkpoint and stopping.")
+    self.requested = True
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+def train_and_evaluate(config, workdir) -> dict:
+  """Trains per `config` in `workdir` (resuming if it holds checkpoints); returns final metrics."""
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  if jax.process_index() == 0:
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+
+  teacher = None
+  if config.loss.align_weight > 0:
+    if not config.data.teacher_dir:
+      raise ValueError("loss.align_weight > 0 needs config.data.teacher_dir (run acula_jax.precompute)")
+    teacher = input_pipeline.TeacherTable.load(config.data.teacher_dir)
+  num_examples = len(records.AudioRecordSource(config.data.records_dir, config.data.train_split))
+  total_steps = _total_steps(config, num_examples)
+
+  model = acula.AculaModel(config, teacher.dim if teacher else None, rngs=nnx.Rngs(config.seed))
+  if config.init_from:
+    checkpointing.load_encoder_params(config.init_from, model.encoder)
+  # A copy with its own buffers: the training state's buffers are donated to the step.
+  initial_encoder = nnx.clone(model.encoder)
+  nnx.update(initial_encoder, jax.tree.map(jnp.copy, nnx.state(initial_encoder)))
+  tx, schedule = create_optimizer(config, total_steps)
+  optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+  graphdef, state = nnx.split((model, optimizer))
+
+  mesh = sharding.make_mesh()
+  state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), state)
+  state = jax.device_put(state, state_sharding)
+  train_step = make_train_step(graphdef, config, state_sharding, sharding.batch_sharding(mesh))
+
+  data_iterator = iter(input_pipeline.create_train_dataset(config, teacher))
+  manager = checkpointing.make_manager(workdir, save_interval_steps=config.checkpoint_every_steps,
+                                       max_to_keep=config.keep_checkpoints)
+  start_step = manager.latest_step() or 0
+  if start_step:
+    logging.info("Resuming from %s at step %d", workdir / "checkpoints", start_step)
+    state = checkpointing.restore(manager, start_step, state, data_iterator)
+
+  writer = metric_writers.MetricWriter(workdir, enabled=jax.process_index() == 0)
+  rng = jax.random.key(config.seed)
+  preemption = _Preemption()
+  metrics = {}
+  try:
+    metrics = _train_loop(config, train_step, state, data_iterator, manager, writer, schedule, rng,
+                          start_step, total_steps, preemption, mesh)
+    state = metrics.pop("_state")
+  finally:
+    preemption.restore()
+    manager.wait_until_finished()
+    writer.close()
+  if preemption.requested:
+    return metrics
+
+  model, _ = nnx.merge(graphdef, state)
+  export_dir = checkpointing.export_encoder(workdir, model.encoder, config.model)
+  logging.info("Exported the encoder to %s", export_dir)
+  if config.eval.tasks:
+    before = f"init from {config.init_from}" if config.init_from else "random init"
+    after = f"aligned ({config.loss.alignment})" if teacher else "MAE trained"
+    evaluate.evaluate_encoders(config, workdir / "eval", {before: initial_encoder, after: model.encoder})
+  return metrics
+
+
+def _train_loop(config, train_step, state, data_iterator, manager, writer, schedule, rng, start_step,
+                total_steps, preemption, mesh) -> dict:
+  """Runs steps [start_step, total_steps); returns the last logged metrics (and the state)."""
+  pending = None  # the previous step's metrics: fetched one step late so the host never stalls the device
+  window_start, window_examples = time.perf_counter(), 0
+  logged = {}
+  progress = tqdm(range(start_step, total_steps), initial=start_step, total=total_steps,
+                  desc="train", unit="step", disable=jax.process_index() != 0)
+  for step in progress:
+    batch = sharding.shard_batch(next(data_iterator), mesh)
+    state, step_metrics = train_step(state, batch, jax.random.fold_in(rng, step))
+    if pending is not None:
+      _check_finite(jax.device_get(pending[1]), pending[0])
+    pending = (step + 1, step_metrics)
+    window_examples += config.batch_size
+    done = step + 1
+    if done % config.log_every_steps == 0 or done == total_steps:
+      logged = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+      _check_finite(logged, done)
+      elapsed = time.perf_counter() - window_start
+      logged.update(learning_rate=float(schedule(step)), examples_per_sec=window_examples / elapsed)
+      writer.write(done, logged)
+      progress.set_postfix(loss=f"{logged['loss']:.4f}", ex_s=f"{logged['examples_per_sec']:.1f}")
+      window_start, window_examples = time.perf_counter(), 0
+    stop = preemption.requested or done == total_steps
+    if stop or manager.should_save(done):
+      _check_finite(jax.device_get(step_metrics), done)  # never checkpoint parameters a NaN reached
+      checkpointing.save(manager, done, state, data_iterator, force=stop)
+    if stop:
+      break
+  logged["_state"] = state
+  return logged

