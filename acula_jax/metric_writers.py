@@ -1,31 +1,75 @@
-"""Training metrics to `metrics.jsonl` and TensorBoard event files (no TensorFlow needed)."""
+"""Training metrics to `metrics.jsonl` and TensorBoard event files.
+
+TensorBoard's event files are TFRecord files of `tensorboard.Event` protos. The three tiny messages
+needed for scalars are encoded here by hand, so neither TensorFlow nor tensorboardX (which imports
+torch when it is installed) is needed to log.
+"""
 import json
+import os
 import pathlib
+import socket
+import struct
 import time
 
-from tensorboardX import SummaryWriter
+from acula_jax import records
+
+
+def _varint(value: int) -> bytes:
+  out = bytearray()
+  while True:
+    bits, value = value & 0x7F, value >> 7
+    out.append(bits | (0x80 if value else 0))
+    if not value:
+      return bytes(out)
+
+
+def _field(number: int, wire_type: int, payload: bytes) -> bytes:
+  return _varint(number << 3 | wire_type) + payload
+
+
+def _length_delimited(number: int, payload: bytes) -> bytes:
+  return _field(number, 2, _varint(len(payload)) + payload)
+
+
+def scalar_event(step: int, tag: str, value: float, wall_time: float) -> bytes:
+  """Event{wall_time=1, step=2, summary=5: Summary{value=1: Value{tag=1, simple_value=2}}}."""
+  summary_value = _length_delimited(1, tag.encode()) + _field(2, 5, struct.pack("<f", value))
+  summary = _length_delimited(1, summary_value)
+  return (_field(1, 1, struct.pack("<d", wall_time)) + _field(2, 0, _varint(step))
+          + _length_delimited(5, summary))
+
+
+def version_event(wall_time: float) -> bytes:
+  """The first event of every file: Event{wall_time=1, file_version=3}."""
+  return _field(1, 1, struct.pack("<d", wall_time)) + _length_delimited(3, b"brain.Event:2")
 
 
 class MetricWriter:
-  """Appends one JSON line per logged step and mirrors scalars to `workdir/tensorboard`."""
+  """Appends one JSON line per logged step and mirrors the scalars to `workdir/tensorboard`."""
 
   def __init__(self, workdir, *, enabled: bool = True):
     self._enabled = enabled
     if not enabled:
       return
     workdir = pathlib.Path(workdir)
+    (workdir / "tensorboard").mkdir(parents=True, exist_ok=True)
     self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
-    self._tensorboard = SummaryWriter(str(workdir / "tensorboard"))
+    now = time.time()
+    name = f"events.out.tfevents.{int(now)}.{socket.gethostname()}.{os.getpid()}"
+    self._events = open(workdir / "tensorboard" / name, "ab")
+    self._events.write(records.frame_record(version_event(now)))
 
   def write(self, step: int, scalars: dict):
     if not self._enabled:
       return
-    self._jsonl.write(json.dumps({"step": step, "time": time.time(), **scalars}) + "\n")
+    now = time.time()
+    self._jsonl.write(json.dumps({"step": step, "time": now, **scalars}) + "\n")
     self._jsonl.flush()
-    for name, value in scalars.items():
-      self._tensorboard.add_scalar(name, value, step)
+    for tag, value in scalars.items():
+      self._events.write(records.frame_record(scalar_event(step, tag, float(value), now)))
+    self._events.flush()
 
   def close(self):
     if self._enabled:
       self._jsonl.close()
-      self._tensorboard.close()
+      self._events.close()

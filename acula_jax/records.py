@@ -23,13 +23,37 @@ import tempfile
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 
+import importlib.util
+import sys
+
 import crc32c
 import numpy as np
 from array_record.python import array_record_module
 import grain
-from tfrecord import example_pb2
 
 from acula_jax.errors import CorruptRecordError, DataError
+
+
+def _load_example_protos():
+  """The `tf.train.Example` protos of the `tfrecord` package, without running its __init__.
+
+  `import tfrecord` imports torch (for its PyTorch dataset classes); training must not need torch,
+  so the generated protobuf module is loaded on its own, by file.
+  """
+  name = "acula_jax._tf_example_pb2"
+  if name not in sys.modules:
+    package = importlib.util.find_spec("tfrecord")
+    if package is None or not package.submodule_search_locations:
+      raise ImportError("the `tfrecord` package (tf.train.Example protos) is not installed")
+    path = os.path.join(list(package.submodule_search_locations)[0], "example_pb2.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules[name] = module
+  return sys.modules[name]
+
+
+example_pb2 = _load_example_protos()
 
 MANIFEST = "manifest.json"
 TEACHER_PREFIX = "teacher"
@@ -113,7 +137,8 @@ def masked_crc32c(data: bytes) -> int:
   return (((crc >> 15) | (crc << 17)) + _CRC_MASK_DELTA) & 0xFFFFFFFF
 
 
-def _frame(payload: bytes) -> bytes:
+def frame_record(payload: bytes) -> bytes:
+  """One TFRecord frame around `payload` (also used for TensorBoard event files)."""
   length = struct.pack("<Q", len(payload))
   return b"".join([length, struct.pack("<I", masked_crc32c(length)), payload,
                    _FOOTER.pack(masked_crc32c(payload))])
@@ -126,7 +151,7 @@ def write_tfrecord(path, payloads: Iterable[bytes]) -> int:
   try:
     with open(tmp, "wb") as f:
       for payload in payloads:
-        f.write(_frame(bytes(payload)))
+        f.write(frame_record(bytes(payload)))
         count += 1
       f.flush()
       os.fsync(f.fileno())

@@ -58,8 +58,11 @@ energy says nothing about the labels.
 
 Labels: heart clips {murmur, [murmur_timing], heart_diagnosis}; lung clips {lung_sound,
 lung_diagnosis}. Metadata: sound_type, location, age, sex, device, then heart_rate, extra_sounds and
-murmur_* fields, or respiratory_rate, breath_sounds, crackle_* and wheeze_* fields; `synthesis`
-holds the nuisance draws (SNR, level, onset, ...) for debugging and is not a clinical fact.
+murmur_* fields, or respiratory_rate, breath_sounds, crackle_* and wheeze_* fields. Subject-level
+facts (age, sex, diagnosis, murmur grade, ...) are shared by a subject's two clips; `murmur_grade` is
+the grade at `murmur_most_audible`. `murmur_radiation` (AS: carotid arteries, MR: axilla) is
+descriptive only: one site per clip cannot carry radiation. `synthesis` holds the nuisance draws
+(SNR, level, handling artifacts, duration) for debugging; it is not a clinical fact and reports skip it.
 """
 
 import dataclasses
@@ -89,8 +92,8 @@ HEART_DIAGNOSES = ("normal", "aortic_stenosis", "mitral_regurgitation", "aortic_
 LUNG_DIAGNOSES = ("healthy", "pneumonia", "pulmonary_fibrosis", "asthma", "bronchitis", "copd")
 LUNG_SOUNDS = ("normal", "crackles", "wheezes", "both")
 HEART_LOCATIONS = ("aortic", "pulmonic", "tricuspid", "mitral")
-LUNG_LOCATIONS = ("anterior left upper", "anterior right upper", "lateral left", "lateral right",
-                  "posterior left base", "posterior right base")
+LUNG_LOCATIONS = ("anterior left upper zone", "anterior right upper zone", "left lateral chest",
+                  "right lateral chest", "posterior left base", "posterior right base")
 # Condition slots of one balancing cycle: duplicates set the class balance (see module docstring).
 _SLOTS = tuple(("heart", d) for d in ("normal", "normal", "aortic_stenosis", "mitral_regurgitation",
                                       "aortic_regurgitation", "mitral_stenosis", "heart_failure",
@@ -130,6 +133,7 @@ DEMO_TASKS = [
 # ----------------------------------------------------------------------------------------------------
 
 def subject_of(index: int) -> int:
+  """The subject number of clip `index`."""
   return index // CLIPS_PER_SUBJECT
 
 
@@ -165,7 +169,8 @@ def _sos(sample_rate: int, kind: str, cutoff) -> np.ndarray:
 
 
 def _rms(x) -> float:
-  return float(np.sqrt(np.mean(np.square(x))))  # Not np.dot: BLAS threads are slow on strided input.
+  # Not np.dot: it hands strided input to BLAS threads, which is 10x slower on a busy machine.
+  return float(np.sqrt(np.mean(np.square(x))))
 
 
 def _white(rng, n) -> np.ndarray:
@@ -252,7 +257,6 @@ _PITCH_BANDS = {"low": (80.0, 200.0), "medium": (150.0, 400.0), "high": (300.0, 
 _PITCH_LOUDNESS = {"low": 3.0, "medium": 1.5, "high": 1.0}
 # Murmur RMS relative to the S1 peak at its loudest site, per grade (about +3.5 dB a grade).
 _GRADE_LEVEL = {g: 0.08 * 1.5 ** (g - 1) for g in range(1, 7)}
-_ROMAN = {1: "I", 2: "II", 3: "III", 4: "IV", 5: "V", 6: "VI"}
 
 
 def _heart_subject(diagnosis, rng) -> dict:
@@ -292,7 +296,7 @@ def _beat_times(duration, hr, rng) -> np.ndarray:
 
 def _heart_templates(sample_rate, rng) -> dict:
   """S1 (mitral + tricuspid components), S2 (aortic + pulmonic) and extra-sound waveforms."""
-  tr = lambda *a: _transient(sample_rate, *a, rng=rng)  # noqa: E731
+  tr = functools.partial(_transient, sample_rate, rng=rng)
   return {
       "S1": tr((rng.uniform(40, 70), rng.uniform(70, 120)), (1.0, 0.7),
                (0.0, rng.uniform(0.015, 0.03)), rng.uniform(0.018, 0.028), 0.14),
@@ -320,7 +324,7 @@ def _murmur_window(phase, s1, s2, nxt):
           "late-diastolic": (nxt - 0.45 * dia, nxt - 0.01)}[phase]
 
 
-def _heart_clip(subject, diagnosis, location, n, sample_rate, rng, *, gain=1.0, with_murmur=True):
+def _heart_clip(subject, diagnosis, location, n, sample_rate, rng, *, gain=1.0):
   """Renders heart sounds at one site; returns (wave, mean heart rate in bpm)."""
   duration = n / sample_rate
   hr = subject["base_hr"] * rng.uniform(0.95, 1.05)
@@ -334,7 +338,7 @@ def _heart_clip(subject, diagnosis, location, n, sample_rate, rng, *, gain=1.0, 
   if diagnosis == "mitral_stenosis":
     s1_gain *= 1.3  # Loud S1.
   wave = np.zeros(n, np.float32)
-  murmur = subject["murmur"] if with_murmur else None
+  murmur = subject["murmur"]
   env = np.zeros(n, np.float32) if murmur else None
   for s1, nxt in zip(beats[:-1], beats[1:]):
     s2 = s1 + 0.35 * np.sqrt(nxt - s1) + rng.normal(0, 0.005)  # Systole shortens as the rate rises.
@@ -462,14 +466,14 @@ def _crackle(kind, sample_rate, rng) -> np.ndarray:
 def _add_crackles(wave, cycles, crackles, sample_rate, level, rng) -> None:
   for t0, t1, t2 in cycles:
     if crackles["type"] == "fine":  # Many, late in inspiration.
-      times = t0 + (t1 - t0) * rng.beta(5, 2, size=rng.poisson(12))
+      times = t0 + (t1 - t0) * rng.beta(5, 2, size=rng.poisson(18))
     else:  # Fewer, early in inspiration; some in expiration.
-      times = t0 + (t1 - t0) * rng.beta(2, 4, size=rng.poisson(7))
+      times = t0 + (t1 - t0) * rng.beta(2, 4, size=rng.poisson(10))
       if "expiratory" in crackles["timing"]:
         times = np.concatenate([times, t1 + (t2 - t1) * rng.uniform(0, 0.5, size=rng.poisson(1.5))])
     for t in times:
       _add(wave, int(t * sample_rate), _crackle(crackles["type"], sample_rate, rng),
-           level * rng.uniform(2.0, 5.0))
+           level * rng.uniform(2.5, 5.0))
 
 
 def _tone(f0, glide, m, sample_rate, harmonics) -> np.ndarray:
@@ -511,7 +515,7 @@ def _lung_clip(subject, diagnosis, location, n, sample_rate, rng):
   if subject["crackles"]:
     _add_crackles(wave, cycles, subject["crackles"], sample_rate, site, rng)
   if subject["wheeze"]:
-    _add_wheezes(wave, cycles, subject["wheeze"], sample_rate, 0.5 * site, rng)
+    _add_wheezes(wave, cycles, subject["wheeze"], sample_rate, 0.8 * site, rng)
   return wave, rr
 
 
@@ -529,7 +533,6 @@ def _device_filter(wave, device, sample_rate) -> np.ndarray:
   return signal.sosfilt(_sos(sample_rate, "bandpass", (120.0, 2000.0)), wave)
 
 
-
 def _record(wave, device, sample_rate, rng) -> tuple[np.ndarray, dict]:
   """Device response, handling thumps, background noise and a random level; returns (audio, draws)."""
   n = len(wave)
@@ -538,16 +541,16 @@ def _record(wave, device, sample_rate, rng) -> tuple[np.ndarray, dict]:
   # Stethoscope handling, anywhere in the clip and often the loudest thing in it: low knocks
   # (thumps) and short contact taps. Scaled to the clip's peak, so that the peak-to-RMS ratio says
   # little about crackles (taps look alike at the sample level but are few and not tied to breaths).
-  peak = np.abs(x).max()
+  clip_peak = np.abs(x).max()
   thumps = int(rng.integers(1, 3)) if rng.random() < 0.3 else 0
-  taps = int(rng.integers(1, 4)) if rng.random() < 0.4 else 0
+  taps = int(rng.integers(1, 4)) if rng.random() < 0.5 else 0
   for i in range(thumps + taps):
     if i < thumps:
       f, tau, length = rng.uniform(8, 25), rng.uniform(0.03, 0.08), 0.3
     else:
       f, tau, length = rng.uniform(150, 1000), rng.uniform(0.0005, 0.003), 0.015
-    wave = _transient(sample_rate, (f,), (1.0,), (0.0,), tau, length, rng)
-    _add(x, int(rng.integers(0, n)), wave, peak * np.exp(rng.uniform(np.log(0.5), np.log(3.0))))
+    artifact = _transient(sample_rate, (f,), (1.0,), (0.0,), tau, length, rng)
+    _add(x, int(rng.integers(0, n)), artifact, clip_peak * np.exp(rng.uniform(np.log(0.3), np.log(2.0))))
   snr_db = float(rng.uniform(10.0, 30.0))
   # Background: a low-frequency rumble (one-pole low-pass) plus white hiss in random proportion,
   # as one filter (b0 + b1/z) / (1 - p/z) whose white-noise RMS gain is known in closed form.
@@ -609,7 +612,7 @@ def generate_example(index: int, seed: int, *, sample_rate: int = SAMPLE_RATE, d
   Args:
     index: clip number (>= 0); clips 2k and 2k+1 share subject k.
     seed: corpus seed (>= 0).
-    sample_rate: output rate in Hz.
+    sample_rate: output rate in Hz (>= 4000; the sounds are designed for 16 kHz).
     duration_s: clip length in seconds; None draws 6-10 s per clip.
 
   Returns:
@@ -618,12 +621,16 @@ def generate_example(index: int, seed: int, *, sample_rate: int = SAMPLE_RATE, d
   """
   if index < 0 or seed < 0:
     raise ValueError(f"index and seed must be >= 0, got index={index}, seed={seed}")
+  if sample_rate < 4000:  # Wheezes, crackles and device filters reach 2 kHz.
+    raise ValueError(f"sample_rate must be >= 4000 Hz, got {sample_rate}")
   subject = subject_of(index)
   split, sound_type, diagnosis = subject_condition(subject, seed)
   facts = _subject_facts(subject, seed, sound_type, diagnosis)
   rng = np.random.default_rng((seed, index))
   duration = float(duration_s) if duration_s is not None else float(rng.uniform(*DURATION_RANGE_S))
   n = int(round(duration * sample_rate))
+  if n < 1:
+    raise ValueError(f"duration_s={duration_s} gives no samples")
   location = facts["sites"][index % CLIPS_PER_SUBJECT]
   device = str(rng.choice(DEVICES))
   if sound_type == "heart":
@@ -659,26 +666,29 @@ def generate_corpus(num_examples: int, seed: int, *, sample_rate: int = SAMPLE_R
 # CLI.
 # ----------------------------------------------------------------------------------------------------
 
-_OUTPUT = flags.DEFINE_string("output", None, "Directory for the ArrayRecord shards + manifest.json.")
-_NUM_EXAMPLES = flags.DEFINE_integer("num_examples", 1200, "Number of clips.")
-_SEED = flags.DEFINE_integer("seed", 0, "Corpus seed.")
-_DURATION_S = flags.DEFINE_float("duration_s", None, "Clip length in s (default: random 6-10 s).")
-_NUM_SHARDS = flags.DEFINE_integer("num_shards", 4, "Shards per split.")
+def _define_flags():
+  """CLI flags, defined only when run as a script so that importing this module defines none."""
+  flags.DEFINE_string("output", None, "Directory for the ArrayRecord shards + manifest.json.")
+  flags.DEFINE_integer("num_examples", 1200, "Number of clips.")
+  flags.DEFINE_integer("seed", 0, "Corpus seed.")
+  flags.DEFINE_float("duration_s", None, "Clip length in s (default: random 6-10 s per clip).")
+  flags.DEFINE_integer("num_shards", 4, "Shards per split.")
+  flags.mark_flag_as_required("output")
 
 
 def main(argv):
   del argv
-  import tqdm  # Only the CLI needs them.
+  import tqdm  # Only the CLI needs these.
   from acula_jax import records
-  if _NUM_EXAMPLES.value < 1:
+  cfg = flags.FLAGS
+  if cfg.num_examples < 1:
     raise app.UsageError("--num_examples must be >= 1")
-  examples = tqdm.tqdm(generate_corpus(_NUM_EXAMPLES.value, _SEED.value, duration_s=_DURATION_S.value),
-                       total=_NUM_EXAMPLES.value, desc="synthetic clips", unit="clip")
-  manifest = records.write_audio_records(_OUTPUT.value, examples, dataset=DATASET,
-                                         num_shards=_NUM_SHARDS.value)
-  print(f"wrote {manifest['num_examples']} clips to {_OUTPUT.value}: {manifest['counts']}", file=sys.stderr)
+  examples = tqdm.tqdm(generate_corpus(cfg.num_examples, cfg.seed, duration_s=cfg.duration_s),
+                       total=cfg.num_examples, desc="synthetic clips", unit="clip")
+  manifest = records.write_audio_records(cfg.output, examples, dataset=DATASET, num_shards=cfg.num_shards)
+  print(f"wrote {manifest['num_examples']} clips to {cfg.output}: {manifest['counts']}", file=sys.stderr)
 
 
 if __name__ == "__main__":
-  flags.mark_flag_as_required("output")
+  _define_flags()
   app.run(main)
