@@ -148,3 +148,13 @@ def test_config_naming_missing_files_fails_clearly(corpus, tmp_path):
   config.data.records_dir = str(tmp_path / "no_records")
   with pytest.raises(errors.DataError, match="no_records"):
     train.train_and_evaluate(config, tmp_path / "c")
+
+
+def test_records_at_another_sample_rate_fail_naming_the_example(tmp_path):
+  examples = [dict(synthetic.generate_example(i, seed=0, duration_s=1.0), sample_rate=8000)
+              for i in range(40)]
+  records.write_audio_records(tmp_path / "records", examples, dataset="synthetic")
+  config = demo.get_config("tiny,stage=pretrain")
+  config.data.records_dir = str(tmp_path / "records")
+  with pytest.raises(errors.BadAudioError, match=r"syn-\d+: stored at 8000 Hz"):
+    train.train_and_evaluate(config, tmp_path / "work")

@@ -1,0 +1,44 @@
+"""What every dataset adapter shares: the example spec, skipped entries and seeded subject-wise splits."""
+import dataclasses
+import hashlib
+
+import numpy as np
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclasses.dataclass
+class ExampleSpec:
+  """One recording to ingest: where its audio is and everything known about it."""
+  id: str                   # unique within the dataset
+  path: str                 # audio file, absolute or relative to data_dir
+  subject_id: str           # "" when the dataset has no subject ids (then the id stands in)
+  split: str                # train / valid / test
+  labels: dict              # label name -> value (already mapped by the adapter's LABEL_MAPS)
+  metadata: dict            # every other published field, for the reports
+  start_s: float = 0.0      # segment start within the file (per-cycle datasets), seconds
+  end_s: float | None = None
+
+
+@dataclasses.dataclass
+class Skipped:
+  where: str                # a file, a CSV row ("file.csv:12") or an id
+  reason: str
+
+
+def subject_split(subject_ids, *, seed: int, fractions=(0.7, 0.15, 0.15)) -> dict:
+  """Seeded subject-wise split: subject id -> split name; every subject's recordings stay together.
+
+  Subjects are ordered by a hash of (seed, id) — stable under adding or removing other subjects — and
+  cut at the cumulative fractions, so the split of a subject never depends on file order.
+  """
+  if len(fractions) != len(SPLITS) or abs(sum(fractions) - 1.0) > 1e-6:
+    raise ValueError(f"fractions must be three numbers summing to 1, got {fractions}")
+  unique = sorted(set(map(str, subject_ids)))
+  key = lambda s: hashlib.sha256(f"{seed}:{s}".encode()).hexdigest()
+  ordered = sorted(unique, key=key)
+  edges = np.round(np.cumsum(fractions) * len(ordered)).astype(int)
+  out = {}
+  for i, subject in enumerate(ordered):
+    out[subject] = SPLITS[int(np.searchsorted(edges, i, side="right"))]
+  return out
