@@ -21,10 +21,12 @@ from acula_jax import errors
 EXPORT_DIR = "export"
 
 
-def make_manager(workdir, *, save_interval_steps: int, max_to_keep: int) -> ocp.CheckpointManager:
+def make_manager(workdir, *, save_interval_steps: int, max_to_keep: int | None,
+                 read_only: bool = False) -> ocp.CheckpointManager:
+  """Async saves every `save_interval_steps`, keeping the last `max_to_keep` (None = all)."""
   options = ocp.CheckpointManagerOptions(
-      save_interval_steps=save_interval_steps, max_to_keep=max_to_keep, create=True,
-      enable_async_checkpointing=True)
+      save_interval_steps=save_interval_steps, max_to_keep=max_to_keep, create=not read_only,
+      read_only=read_only, enable_async_checkpointing=True)
   return ocp.CheckpointManager(
       pathlib.Path(workdir, "checkpoints").absolute(), options=options)
 
@@ -52,10 +54,11 @@ def export_encoder(workdir, encoder: nnx.Module, model_config) -> pathlib.Path:
   directory.mkdir(parents=True, exist_ok=True)
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(directory / "encoder", nnx.state(encoder, nnx.Param).to_pure_dict(), force=True)
-  manifest = {"model": model_config.to_dict(), "format": "acula_jax.encoder/1"}
-  tmp = directory / "manifest.json.tmp"
-  tmp.write_text(json.dumps(manifest, indent=2))
-  os.replace(tmp, directory / "manifest.json")
+  if jax.process_index() == 0:
+    manifest = {"model": model_config.to_dict(), "format": "acula_jax.encoder/1"}
+    tmp = directory / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, directory / "manifest.json")
   return directory
 
 

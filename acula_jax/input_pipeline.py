@@ -73,19 +73,47 @@ def steps_per_epoch(config, num_examples: int) -> int:
   return steps
 
 
-def create_train_dataset(config, teacher: TeacherTable | None, *, num_epochs=None) -> grain.IterDataset:
-  """Shuffled, repeated, batched training data for this process (its 1/process_count share).
+class _ProcessShare(grain.MapDataset):
+  """This process's rows of every global batch of a globally ordered dataset.
 
-  Every process sees a disjoint slice of the records, shuffled with the same seed, and batches of
-  `batch_size // process_count` examples; the global batch is assembled on the devices.
+  Global batch b holds elements [b * G, (b + 1) * G) of the parent; process p takes rows
+  [p * L, (p + 1) * L) of each (L = G / processes). Every process reads only its share, and the
+  global batch is the same whatever the number of processes.
+  """
+
+  def __init__(self, parent: grain.MapDataset, global_batch: int, num_processes: int, process: int):
+    super().__init__(parent)
+    self._global_batch = global_batch
+    self._local_batch = global_batch // num_processes
+    self._offset = process * self._local_batch
+    self._length = len(parent) // global_batch * self._local_batch
+
+  def __len__(self) -> int:
+    return self._length
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    batch, row = divmod(index, self._local_batch)
+    return self._parent[batch * self._global_batch + self._offset + row]
+
+  def __str__(self) -> str:
+    return f"_ProcessShare(global_batch={self._global_batch}, offset={self._offset})"
+
+
+def create_train_dataset(config, teacher: TeacherTable | None, *, num_epochs=None) -> grain.IterDataset:
+  """Shuffled, repeated, cropped training data: this process's rows of each global batch.
+
+  The order, the crops and the global batches depend only on the seed, never on the number of
+  processes, so a run on one host and on many see the same batches.
   """
   source = records.AudioRecordSource(config.data.records_dir, config.data.train_split)
-  num_processes, process = jax.process_count(), jax.process_index()
+  num_processes = jax.process_count()
   if config.batch_size % num_processes:
     raise ValueError(f"batch_size {config.batch_size} is not divisible by {num_processes} processes")
-  dataset = grain.MapDataset.source(source)[process::num_processes]
-  dataset = dataset.seed(config.seed).shuffle().repeat(num_epochs)
+  dataset = grain.MapDataset.source(source).seed(config.seed).shuffle().repeat(num_epochs)
   dataset = dataset.random_map(_CropAndJoin(clip_samples(config), config.audio.sample_rate, teacher))
+  dataset = _ProcessShare(dataset, config.batch_size, num_processes, jax.process_index())
   dataset = dataset.batch(config.batch_size // num_processes, drop_remainder=True)
   dataset = dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
   if config.data.num_workers > 0:

@@ -25,7 +25,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if FLAGS.distributed:
+    # With an explicit coordinator, process 0 binds exactly that address (not every interface).
     jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                               coordinator_bind_address=FLAGS.coordinator_address,
                                num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
   logging.info("JAX process %d/%d, %d devices", jax.process_index(), jax.process_count(),
                jax.device_count())

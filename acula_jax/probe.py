@@ -1,8 +1,17 @@
-"""OPERA's linear-probe protocol as one jitted JAX program, vectorised over seeds.
+"""OPERA's downstream heads as jitted JAX programs vectorised over seeds, and the metrics they report.
 
-Frozen features -> one linear layer, Adam (lr decayed x`decay` per epoch), L2 penalty, gradient clipping,
-`epochs` epochs of shuffled mini-batches, and the parameters of the epoch with the best validation macro
+Classification (OPERA's `LinearHead`): frozen features -> one linear layer initialised N(0, 0.01)
+with zero bias, cross-entropy plus `l2 * sum(param^2)` in the loss, the whole gradient clipped to
+global norm `clip`, Adam with its learning rate multiplied by `decay` after every epoch, `epochs`
+epochs of shuffled mini-batches, and the parameters of the epoch with the best validation macro
 AUROC kept (OPERA's best-validation checkpoint). Every seed changes the initialisation and batch order.
+
+Regression (OPERA's `LinearHeadR` with head="mlp"): Linear(d, d) -> ReLU -> Linear(d, 1), the
+output de-standardised by the training targets' mean and std, MSE plus the same L2 term, the same
+optimiser, and the epoch with the best validation MAE kept. `fit_ols` is the least-squares fit
+(minimum-norm when under-determined) that OPERA's MMLung protocol uses (sklearn LinearRegression).
+
+Metrics (`auroc`, `mae`, `mape`) are plain numpy, checked against scikit-learn in the tests.
 """
 import functools
 
@@ -10,10 +19,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from scipy import stats
+
+INIT_STD = 0.01  # OPERA's weights_init: N(0, 0.01) weights, zero biases
 
 
 def macro_auroc(scores, labels, num_classes: int):
-  """Macro one-vs-rest AUROC (ties count 1/2), matching sklearn's roc_auc_score.
+  """Macro one-vs-rest AUROC (ties count 1/2) in JAX, matching sklearn's roc_auc_score.
 
   Binary tasks (num_classes == 2) score class 1 only, as sklearn does. Classes without positives or
   negatives in `labels` are left out of the mean. Pairwise form: O(n^2) memory per class, meant for
@@ -40,52 +52,68 @@ def standardize(train, *others):
   return [(x - mean) / std for x in (train, *others)]
 
 
+def _optimizer(learning_rate, decay, steps_per_epoch, clip):
+  """Clip the full gradient (L2 term included, as Lightning's gradient_clip_val), then Adam."""
+  schedule = optax.exponential_decay(learning_rate, steps_per_epoch, decay, staircase=True)
+  return optax.chain(optax.clip_by_global_norm(clip), optax.scale_by_adam(),
+                     optax.scale_by_learning_rate(schedule))
+
+
+def _l2(params, names):
+  return sum(jnp.sum(params[k] ** 2) for k in names)
+
+
+def _fit(init, loss_fn, score_fn, x_train, y_train, *, seed, epochs, batch_size, tx):
+  """Shuffled mini-batch epochs of `tx` on loss_fn; keeps the parameters with the best score_fn."""
+  n = x_train.shape[0]
+  steps_per_epoch = -(-n // batch_size)
+  init_key, order_key = jax.random.split(jax.random.key(seed))
+  params = init(init_key)
+  opt_state = tx.init(params)
+
+  def step(carry, idx):
+    params, opt_state = carry
+    grads = jax.grad(loss_fn)(params, x_train[idx], y_train[idx])
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state), None
+
+  def epoch(carry, key):
+    params, opt_state, best, best_score = carry
+    # A fresh permutation, wrapped around so every step has a full batch.
+    order = jnp.resize(jax.random.permutation(key, n), (steps_per_epoch * batch_size,))
+    (params, opt_state), _ = jax.lax.scan(step, (params, opt_state),
+                                          order.reshape(steps_per_epoch, batch_size))
+    score = score_fn(params)
+    better = score > best_score
+    best = jax.tree.map(lambda new, old: jnp.where(better, new, old), params, best)
+    return (params, opt_state, best, jnp.maximum(score, best_score)), score
+
+  carry = (params, opt_state, params, jnp.asarray(-jnp.inf))
+  (_, _, best, best_score), _ = jax.lax.scan(epoch, carry, jax.random.split(order_key, epochs))
+  return best, best_score
+
+
 @functools.partial(jax.jit, static_argnames=("num_classes", "epochs", "batch_size", "decay"))
 def train_probes(seeds, x_train, y_train, x_val, y_val, *, num_classes: int, epochs: int,
                  batch_size: int, learning_rate: float, decay: float, l2: float, clip: float = 1.0):
-  """Trains one probe per seed; returns the best-validation (W [S, d, C], b [S, C]) and val AUROCs."""
-  n, dim = x_train.shape
-  batch_size = min(batch_size, n)
-  steps_per_epoch = -(-n // batch_size)
-  schedule = optax.exponential_decay(learning_rate, steps_per_epoch, decay, staircase=True)
-  tx = optax.chain(optax.clip_by_global_norm(clip), optax.add_decayed_weights(l2),
-                   optax.scale_by_adam(), optax.scale_by_learning_rate(schedule))
+  """Trains one linear probe per seed; returns the best-validation (W [S, d, C], b [S, C]) and val AUROCs."""
+  dim = x_train.shape[1]
+  batch_size = min(batch_size, x_train.shape[0])
+  tx = _optimizer(learning_rate, decay, -(-x_train.shape[0] // batch_size), clip)
+
+  def init(key):
+    return {"w": INIT_STD * jax.random.normal(key, (dim, num_classes)), "b": jnp.zeros((num_classes,))}
 
   def loss_fn(params, x, y):
     logits = x @ params["w"] + params["b"]
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean() + l2 * _l2(params, "wb")
 
   def val_auroc(params):
     return macro_auroc(jax.nn.softmax(x_val @ params["w"] + params["b"]), y_val, num_classes)
 
   def one_seed(seed):
-    init_key, order_key = jax.random.split(jax.random.key(seed))
-    bound = 1.0 / np.sqrt(dim)  # PyTorch nn.Linear's default initialisation
-    w_key, b_key = jax.random.split(init_key)
-    params = {"w": jax.random.uniform(w_key, (dim, num_classes), minval=-bound, maxval=bound),
-              "b": jax.random.uniform(b_key, (num_classes,), minval=-bound, maxval=bound)}
-    opt_state = tx.init(params)
-
-    def step(carry, idx):
-      params, opt_state = carry
-      grads = jax.grad(loss_fn)(params, x_train[idx], y_train[idx])
-      updates, opt_state = tx.update(grads, opt_state, params)
-      return (optax.apply_updates(params, updates), opt_state), None
-
-    def epoch(carry, key):
-      params, opt_state, best, best_auc = carry
-      # A fresh permutation, wrapped around so every step has a full batch.
-      order = jnp.resize(jax.random.permutation(key, n), (steps_per_epoch * batch_size,))
-      (params, opt_state), _ = jax.lax.scan(step, (params, opt_state),
-                                            order.reshape(steps_per_epoch, batch_size))
-      auc = val_auroc(params)
-      better = auc > best_auc
-      best = jax.tree.map(lambda new, old: jnp.where(better, new, old), params, best)
-      return (params, opt_state, best, jnp.maximum(auc, best_auc)), auc
-
-    carry = (params, opt_state, params, jnp.asarray(-1.0))
-    (_, _, best, best_auc), _ = jax.lax.scan(epoch, carry, jax.random.split(order_key, epochs))
-    return best, best_auc
+    return _fit(init, loss_fn, val_auroc, x_train, y_train, seed=seed, epochs=epochs,
+                batch_size=batch_size, tx=tx)
 
   best, best_auc = jax.vmap(one_seed)(seeds)
   return best["w"], best["b"], best_auc
@@ -94,3 +122,106 @@ def train_probes(seeds, x_train, y_train, x_val, y_val, *, num_classes: int, epo
 def predict_proba(w, b, x):
   """Class probabilities of every seed's probe: [S, n, C]."""
   return jax.nn.softmax(jnp.einsum("nd,sdc->snc", x, w) + b[:, None, :])
+
+
+@functools.partial(jax.jit, static_argnames=("hidden", "epochs", "batch_size", "decay"))
+def train_regressors(seeds, x_train, y_train, x_val, y_val, *, hidden: int, epochs: int, batch_size: int,
+                     learning_rate: float, decay: float, l2: float, clip: float = 1.0):
+  """Trains one MLP regression head per seed; returns best-validation params (stacked) and val MAEs."""
+  dim = x_train.shape[1]
+  batch_size = min(batch_size, x_train.shape[0])
+  tx = _optimizer(learning_rate, decay, -(-x_train.shape[0] // batch_size), clip)
+  # OPERA de-standardises the head's output with the training targets' statistics.
+  mean, std = y_train.mean(), jnp.maximum(y_train.std(), 1e-6)
+
+  def init(key):
+    k1, k2 = jax.random.split(key)
+    return {"w1": INIT_STD * jax.random.normal(k1, (dim, hidden)), "b1": jnp.zeros((hidden,)),
+            "w2": INIT_STD * jax.random.normal(k2, (hidden, 1)), "b2": jnp.zeros((1,))}
+
+  def forward(params, x):
+    return _mlp(params, x) * std + mean
+
+  def loss_fn(params, x, y):
+    return jnp.mean((forward(params, x) - y) ** 2) + l2 * _l2(params, ("w1", "b1", "w2", "b2"))
+
+  def neg_val_mae(params):
+    return -jnp.mean(jnp.abs(forward(params, x_val) - y_val))
+
+  def one_seed(seed):
+    return _fit(init, loss_fn, neg_val_mae, x_train, y_train, seed=seed, epochs=epochs,
+                batch_size=batch_size, tx=tx)
+
+  best, best_score = jax.vmap(one_seed)(seeds)
+  best["mean"], best["std"] = jnp.broadcast_to(mean, seeds.shape), jnp.broadcast_to(std, seeds.shape)
+  return best, -best_score
+
+
+def _mlp(params, x):
+  return (jax.nn.relu(x @ params["w1"] + params["b1"]) @ params["w2"] + params["b2"])[..., 0]
+
+
+def predict_regression(params, x):
+  """Predictions of every seed's regression head: [S, n]."""
+  one = lambda p: _mlp(p, x) * p["std"] + p["mean"]
+  return jax.vmap(one)(params)
+
+
+def fit_ols(x, y):
+  """Least squares with intercept (minimum-norm when d > n), as sklearn's LinearRegression: (w, b)."""
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  x_mean, y_mean = x.mean(0), y.mean()
+  w, *_ = np.linalg.lstsq(x - x_mean, y - y_mean, rcond=None)
+  return w, y_mean - x_mean @ w
+
+
+def predict_ols(w, b, x):
+  return np.asarray(x, np.float64) @ w + b
+
+
+# ----------------------------------------------------------------------------------------------------
+# Metrics (numpy).
+# ----------------------------------------------------------------------------------------------------
+
+def _binary_auroc(score, positive) -> float:
+  """Mann-Whitney form with average ranks for ties (sklearn's roc_auc_score)."""
+  n_pos = int(positive.sum())
+  n_neg = positive.size - n_pos
+  ranks = stats.rankdata(score)
+  return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def auroc(probabilities, labels, num_classes: int) -> float:
+  """Macro one-vs-rest AUROC over the classes present (with negatives) in `labels`; class 1 if binary.
+
+  NaN when no class has both positives and negatives.
+  """
+  probabilities, labels = np.asarray(probabilities, np.float64), np.asarray(labels)
+  classes = [1] if num_classes == 2 else range(num_classes)
+  scores = [_binary_auroc(probabilities[:, c], labels == c) for c in classes
+            if 0 < (labels == c).sum() < labels.size]
+  return float(np.mean(scores)) if scores else float("nan")
+
+
+def mae(y_true, y_pred) -> float:
+  return float(np.mean(np.abs(np.asarray(y_pred, np.float64) - np.asarray(y_true, np.float64))))
+
+
+def mape(y_true, y_pred) -> float:
+  """Mean absolute percentage error in percent (sklearn's fraction x 100; |y| floored at eps as sklearn)."""
+  y_true, y_pred = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
+  denominator = np.maximum(np.abs(y_true), np.finfo(np.float64).eps)
+  return float(100.0 * np.mean(np.abs(y_pred - y_true) / denominator))
+
+
+def roc_curve(score, positive):
+  """(fpr, tpr) points of a binary ROC curve, thresholds at each distinct score (ties grouped)."""
+  score, positive = np.asarray(score, np.float64), np.asarray(positive, bool)
+  order = np.argsort(-score, kind="mergesort")
+  score, positive = score[order], positive[order]
+  last_of_tie = np.r_[np.diff(score) != 0, True]
+  tps = np.cumsum(positive)[last_of_tie]
+  fps = np.cumsum(~positive)[last_of_tie]
+  tpr = np.r_[0.0, tps / max(positive.sum(), 1)]
+  fpr = np.r_[0.0, fps / max((~positive).sum(), 1)]
+  return fpr, tpr

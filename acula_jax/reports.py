@@ -8,7 +8,9 @@ bookkeeping, so no test-time shortcut leaks into the text.
 
 `report_for` knows the fields of `acula_jax.synthetic` (demographics, site, device, rates, murmur,
 extra sounds, crackles, wheezes, diagnosis) and renders any other field as "Key: value." sentences,
-so real tables (CirCor, ICBHI, ...) work unchanged; missing or NaN fields are left out.
+so real tables (CirCor, ICBHI, ...) work unchanged; missing or NaN fields are left out. Examples whose
+metadata names a `schema` (or a `dataset` the dataset adapters set) go to the per-schema templates of
+`acula_jax.report_templates` instead (heart, lung, cough, lung_function).
 
   python -m acula_jax.reports --records=DIR --output=FILE.jsonl --splits=train
 
@@ -28,11 +30,15 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from acula_jax import report_templates
 from acula_jax.errors import DataError
 
 # Never stated, whatever the dataset: bookkeeping and anything that could reveal the split.
 _NEVER = frozenset({"id", "split", "subject", "dataset", "synthesis", "sample_rate", "num_samples",
-                    "path", "file", "filename", "fold", "duration_s", "sound_file"})
+                    "path", "file", "filename", "fold", "duration_s", "sound_file", "schema",
+                    # provenance that acula_jax.prepare adds to every record's metadata
+                    "source_path", "original_sample_rate", "segment_start_s", "segment_end_s",
+                    "recording_id", "chunk_number"})
 _ID_COLUMNS = ("id", "Patient_ID", "patient_id", "Patient ID")
 
 _HEART_SITES = {"aortic": "aortic area", "av": "aortic area", "pulmonic": "pulmonic area",
@@ -373,6 +379,9 @@ def report_for(metadata: dict, labels: dict, *, seed: int = 0) -> str:
   def pick(options):
     return options[int(rng.integers(len(options)))]
 
+  schema = report_templates.schema_for(metadata, labels)
+  if schema is not None:  # A dataset with a schema template (see acula_jax.report_templates).
+    return report_templates.render(schema, metadata, labels, pick)
   sentences = [_demographics(facts, pick), _recording(facts, pick), _rates(facts, pick),
                _extra_sounds(facts, pick), _murmur(facts, pick), _lung_findings(facts, pick)]
   # Diagnoses go last as the impression; whatever is left is stated plainly before it.

@@ -1,17 +1,33 @@
 """Device mesh and shardings, declared once.
 
-The skeleton trains data-parallel: parameters and optimizer state are replicated, batches are split over
-the `data` axis. FSDP (sharding parameters over an `fsdp` axis) is issue #5.
+The mesh has two axes: `data` (pure data parallelism) and `fsdp` (data parallelism whose devices also
+split the parameters and optimizer state). Batches are split over both axes. `config.param_sharding`
+chooses between replicated parameters ("replicated", plain data parallelism) and "fsdp", where every
+parameter's largest dimension divisible by the `fsdp` size is split over it; XLA inserts the
+all-gathers and reduce-scatters. Axis types are stated explicitly (Auto): shardings are declared on the
+jitted step's inputs and outputs, and XLA propagates them inside.
 """
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+BATCH_AXES = ("data", "fsdp")
 
 
-def make_mesh() -> jax.sharding.Mesh:
-  """A 1-D `data` mesh over every device of every process."""
-  return jax.make_mesh((jax.device_count(),), ("data",),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+def make_mesh(mesh_config=None) -> jax.sharding.Mesh:
+  """A (data, fsdp) mesh over all devices; -1 in one axis takes the devices the other leaves."""
+  data = mesh_config.data if mesh_config is not None else -1
+  fsdp = mesh_config.fsdp if mesh_config is not None else 1
+  count = jax.device_count()
+  if data == -1 and fsdp == -1:
+    raise ValueError("at most one of mesh.data and mesh.fsdp can be -1")
+  if data == -1:
+    data = count // fsdp
+  elif fsdp == -1:
+    fsdp = count // data
+  if data * fsdp != count:
+    raise ValueError(f"mesh data={data} x fsdp={fsdp} does not use the {count} devices")
+  return jax.make_mesh((data, fsdp), BATCH_AXES, axis_types=(AxisType.Auto, AxisType.Auto))
 
 
 def replicated(mesh) -> NamedSharding:
@@ -19,12 +35,32 @@ def replicated(mesh) -> NamedSharding:
 
 
 def batch_sharding(mesh) -> NamedSharding:
-  """Leading (batch) dimension split over `data`."""
-  return NamedSharding(mesh, P("data"))
+  """Leading (batch) dimension split over every device."""
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def fsdp_spec(shape, fsdp_size: int) -> P:
+  """Splits the largest dimension divisible by the fsdp size; small or indivisible leaves replicate."""
+  if fsdp_size == 1 or not shape:
+    return P()
+  for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
+    if shape[dim] % fsdp_size == 0 and shape[dim] >= fsdp_size:
+      return P(*[None] * dim, "fsdp")
+  return P()
+
+
+def state_shardings(state, mesh, mode: str):
+  """Shardings for the train state (parameters and optimizer state alike, leaf by leaf)."""
+  if mode == "replicated":
+    return jax.tree.map(lambda _: replicated(mesh), state)
+  if mode == "fsdp":
+    size = mesh.shape["fsdp"]
+    return jax.tree.map(lambda x: NamedSharding(mesh, fsdp_spec(np.shape(x), size)), state)
+  raise ValueError(f"param_sharding must be 'replicated' or 'fsdp', got {mode!r}")
 
 
 def shard_batch(batch: dict, mesh) -> dict:
-  """This process's slice of the global batch -> global arrays sharded over `data`."""
+  """This process's slice of the global batch -> global arrays split over the batch axes."""
   sharding = batch_sharding(mesh)
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from acula_jax import audio
 from acula_jax import checkpointing
+from acula_jax import errors
 from acula_jax import evaluate
 from acula_jax import input_pipeline
 from acula_jax import losses
@@ -45,9 +46,10 @@ def compute_losses(model: acula.AculaModel, batch: dict, rng, config):
   spec = audio.log_mel(batch["audio"], **config.audio)
   metrics = {}
   total = 0.0
-  need_mae = config.loss.mae_weight > 0 or config.align_features == "visible"
-  if need_mae:
-    mae, aux = model.encoder.mae_forward(spec, rng)
+  need_ssl = config.loss.mae_weight > 0 or config.align_features == "visible"
+  if need_ssl:
+    # The encoder's own self-supervised loss (MAE for the ViTs); named mae_loss as in the paper.
+    mae, aux = model.encoder.ssl_forward(spec, rng)
     metrics["mae_loss"] = mae
     total += config.loss.mae_weight * mae
   if model.text_dim:
@@ -67,13 +69,47 @@ def compute_losses(model: acula.AculaModel, batch: dict, rng, config):
   return total, metrics
 
 
+def accumulated_grads(model, batch, keys, config, accum_steps: int):
+  """Mean gradients (w.r.t. the nnx.Params) and metrics over `accum_steps` scanned micro-batches.
+
+  Micro-batch k takes rows k, k + accum_steps, ... so that each one is spread over all devices.
+  """
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+  def loss_and_grads(micro_batch, micro_keys):
+    def loss_fn(params):
+      return compute_losses(nnx.merge(graphdef, params, rest), micro_batch, micro_keys, config)
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return grads, metrics
+
+  if accum_steps == 1:
+    return loss_and_grads(batch, keys)
+  batch_size = keys.shape[0]
+  if batch_size % accum_steps:
+    raise ValueError(f"batch of {batch_size} does not split into {accum_steps} micro-batches")
+  split = lambda x: x.reshape(batch_size // accum_steps, accum_steps, *x.shape[1:]).swapaxes(0, 1)
+  micro_batches = jax.tree.map(split, (batch, keys))
+
+  def add_micro_batch(total, micro_batch):
+    return jax.tree.map(jnp.add, total, loss_and_grads(*micro_batch)), None
+
+  first = jax.tree.map(lambda x: x[0], micro_batches)
+  zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(loss_and_grads, *first))
+  total, _ = jax.lax.scan(add_micro_batch, zeros, micro_batches)
+  return jax.tree.map(lambda x: x / accum_steps, total)
+
+
 def make_train_step(graphdef, config, state_sharding, batch_sharding):
-  """A pure step: (state, batch, rng) -> (new state, metrics), jitted with declared shardings."""
+  """A pure step: (state, batch, rng) -> (new state, metrics), jitted with declared shardings.
+
+  Every example gets its own key (split from the step's), so its MAE mask does not depend on how
+  the batch is cut into micro-batches or devices.
+  """
 
   def train_step(state, batch, rng):
     model, optimizer = nnx.merge(graphdef, state)
-    grad_fn = nnx.value_and_grad(functools.partial(compute_losses, config=config), has_aux=True)
-    (_, metrics), grads = grad_fn(model, batch, rng)
+    keys = jax.random.split(rng, batch["audio"].shape[0])
+    grads, metrics = accumulated_grads(model, batch, keys, config, config.grad_accum_steps)
     optimizer.update(model, grads)
     metrics["grad_norm"] = optax.tree.norm(grads)
     return nnx.state((model, optimizer)), metrics
@@ -112,6 +148,23 @@ class _Preemption:
     signal.signal(signal.SIGTERM, self._previous)
 
 
+def _restore_if_any(config, workdir, manager, state, data_iterator):
+  """Resume order: this workdir's latest checkpoint, else `config.resume`'s, else the given state."""
+  if manager.latest_step():
+    step = manager.latest_step()
+    logging.info("Resuming from %s at step %d", workdir / "checkpoints", step)
+    return checkpointing.restore(manager, step, state, data_iterator), step
+  if config.resume:
+    other = checkpointing.make_manager(config.resume, save_interval_steps=1, max_to_keep=None,
+                                       read_only=True)
+    step = other.latest_step()
+    if not step:
+      raise errors.DataError(config.resume, "config.resume names a run without checkpoints")
+    logging.info("Resuming from %s at step %d", config.resume, step)
+    return checkpointing.restore(other, step, state, data_iterator), step
+  return state, 0
+
+
 def train_and_evaluate(config, workdir) -> dict:
   """Trains per `config` in `workdir` (resuming if it holds checkpoints); returns final metrics."""
   workdir = pathlib.Path(workdir)
@@ -130,25 +183,23 @@ def train_and_evaluate(config, workdir) -> dict:
   model = acula.AculaModel(config, teacher.dim if teacher else None, rngs=nnx.Rngs(config.seed))
   if config.init_from:
     checkpointing.load_encoder_params(config.init_from, model.encoder)
-  # A copy with its own buffers: the training state's buffers are donated to the step.
+  # A copy with its own buffers (the training state's buffers are donated to the step): the
+  # "before" encoder of the probes, also when this run resumes from a checkpoint.
   initial_encoder = nnx.clone(model.encoder)
   nnx.update(initial_encoder, jax.tree.map(jnp.copy, nnx.state(initial_encoder)))
   tx, schedule = create_optimizer(config, total_steps)
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   graphdef, state = nnx.split((model, optimizer))
 
-  mesh = sharding.make_mesh()
-  state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), state)
+  mesh = sharding.make_mesh(config.mesh)
+  state_sharding = sharding.state_shardings(state, mesh, config.param_sharding)
   state = jax.device_put(state, state_sharding)
   train_step = make_train_step(graphdef, config, state_sharding, sharding.batch_sharding(mesh))
 
   data_iterator = iter(input_pipeline.create_train_dataset(config, teacher))
   manager = checkpointing.make_manager(workdir, save_interval_steps=config.checkpoint_every_steps,
                                        max_to_keep=config.keep_checkpoints)
-  start_step = manager.latest_step() or 0
-  if start_step:
-    logging.info("Resuming from %s at step %d", workdir / "checkpoints", start_step)
-    state = checkpointing.restore(manager, start_step, state, data_iterator)
+  state, start_step = _restore_if_any(config, workdir, manager, state, data_iterator)
 
   writer = metric_writers.MetricWriter(workdir, enabled=jax.process_index() == 0)
   rng = jax.random.key(config.seed)
@@ -185,7 +236,7 @@ def _train_loop(config, train_step, state, data_iterator, manager, writer, sched
                   desc="train", unit="step", disable=jax.process_index() != 0)
   for step in progress:
     batch = sharding.shard_batch(next(data_iterator), mesh)
-    state, step_metrics = train_step(state, batch, jax.random.fold_in(rng, step))
+    state, step_metrics = train_step(state, batch, jax.random.fold_in(rng, step))  # RNG per step
     if pending is not None:
       _check_finite(jax.device_get(pending[1]), pending[0])
     pending = (step + 1, step_metrics)

@@ -78,13 +78,24 @@ def get_config(arg=None):
       learning_rate=1e-5, end_learning_rate_factor=0.0, warmup_steps=400, weight_decay=0.01,
       b1=0.9, b2=0.999, clip_norm=1.0))
 
-  config.batch_size = 48
+  config.batch_size = 48              # global, over all processes and devices
+  # Gradient accumulation: the batch is cut into this many micro-batches whose gradients are averaged.
+  # Exact for the MAE term; the alignment losses are batch-level, so each micro-batch is then its own
+  # alignment batch (as it would be on a smaller machine).
+  config.grad_accum_steps = 1
+
+  config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))  # -1: all remaining devices
+  config.param_sharding = "replicated"  # or "fsdp": split params + optimizer state over mesh.fsdp
   config.num_epochs = 50
   config.num_train_steps = -1         # > 0 overrides num_epochs
   config.log_every_steps = 50
   config.checkpoint_every_steps = 1000
   config.keep_checkpoints = 3
-  config.init_from = ""               # a workdir or export dir whose encoder starts this run
+  # Where a run starts, in this order: the workdir's own latest checkpoint; `resume` (another run's
+  # workdir: its latest full state and data position); `init_from` (a workdir or export dir: the
+  # encoder's parameters only, fresh heads and optimizer); else from scratch.
+  config.resume = ""
+  config.init_from = ""
 
   config.eval = ml_collections.ConfigDict()
   config.eval.tasks = ""              # "" = no probes after training; "demo" = synthetic tasks

@@ -1,6 +1,7 @@
 import os
 import pathlib
 
+import numpy as np
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -17,3 +18,20 @@ def shared_data():
   if not path.is_dir():
     pytest.skip(f"real data not found at {path} (set ACULA_SHARED_DATA)")
   return path
+
+
+TINY_TEXT_DIM = 24
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+  """80 synthetic 2 s clips as records, and random teacher embeddings for their training split."""
+  from acula_jax import records, synthetic  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("corpus")
+  examples = [synthetic.generate_example(i, seed=0, duration_s=2.0) for i in range(80)]
+  records.write_audio_records(root / "records", examples, dataset="synthetic")
+  rng = np.random.default_rng(0)
+  train_ids = [e["id"] for e in examples if e["split"] == "train"]
+  rows = [(i, rng.normal(size=TINY_TEXT_DIM).astype(np.float32), f"report {i}") for i in train_ids]
+  records.write_teacher_shards(root / "teacher", rows, num_shards=2, metadata={"model": "random"})
+  return root

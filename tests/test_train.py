@@ -15,21 +15,11 @@ from acula_jax import synthetic
 from acula_jax import train
 from configs import demo
 
-NUM_EXAMPLES = 80
-TEXT_DIM = 24
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-  """A tiny synthetic corpus and random teacher embeddings for its training split."""
-  root = tmp_path_factory.mktemp("corpus")
-  examples = [synthetic.generate_example(i, seed=0, duration_s=2.0) for i in range(NUM_EXAMPLES)]
-  records.write_audio_records(root / "records", examples, dataset="synthetic")
-  rng = np.random.default_rng(0)
-  train_ids = [e["id"] for e in examples if e["split"] == "train"]
-  rows = [(i, rng.normal(size=TEXT_DIM).astype(np.float32), f"report {i}") for i in train_ids]
-  records.write_teacher_shards(root / "teacher", rows, num_shards=2, metadata={"model": "random"})
-  return root
+@pytest.fixture(name="corpus")
+def corpus_fixture(tiny_corpus):
+  return tiny_corpus
 
 
 def tiny_config(corpus, arg="tiny", **overrides):

@@ -290,7 +290,9 @@ class MAEViT(nnx.Module):
 
     Args:
       tokens: [B, N, D].
-      rng: PRNG key.
+      rng: a PRNG key, or one typed key per example ([B]). Each example's
+        noise depends only on its own key (a single key is split into B), so
+        a batch cut into micro-batches draws exactly the masks of the whole.
 
     Returns:
       visible [B, K, D] with K = num_keep(N), mask [B, N] float32 (1 =
@@ -298,7 +300,9 @@ class MAEViT(nnx.Module):
     """
     b, n, _ = tokens.shape
     keep = self.num_keep(n)
-    noise = jax.random.uniform(rng, (b, n))
+    per_example = jnp.issubdtype(rng.dtype, jax.dtypes.prng_key) and rng.shape == (b,)
+    keys = rng if per_example else jax.random.split(rng, b)
+    noise = jax.vmap(lambda key: jax.random.uniform(key, (n,)))(keys)
     ids_shuffle = jnp.argsort(noise, axis=1)  # the smallest noise is kept
     ids_restore = jnp.argsort(ids_shuffle, axis=1)
     visible = jnp.take_along_axis(tokens, ids_shuffle[:, :keep, None], axis=1)
@@ -353,6 +357,9 @@ class MAEViT(nnx.Module):
     loss = losses.mae_loss(pred, self.mae_target(spec), mask)
     aux = dict(visible_features=self._pool(encoded), pred=pred, mask=mask)
     return loss, aux
+
+  # The self-supervised objective every encoder exposes to the AcuLa step (MAE for this one).
+  ssl_forward = mae_forward
 
 
 OPERA_GT_CONFIG = dict(

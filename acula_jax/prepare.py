@@ -1,0 +1,402 @@
+r"""Turns a dataset as its publisher lays it out into audio records (16 kHz mono ArrayRecord shards).
+
+  python -m acula_jax.prepare --dataset=physionet2016 --data_dir=/data/physionet2016 \
+      --output=workdir/physionet2016/data/records [--num_shards=4 --seed=0 --workers=2] \
+      [--option=split=leave_database_out:e --option=limit=40 | --options=split=random,limit=40] \
+      [--chunk_seconds=0]
+
+The adapter (`acula_jax.datasets.get_adapter(NAME)`) lists the recordings with their labels, metadata
+and split; this module decodes each one with `audio.load_audio` (resampled to 16 kHz with soxr_hq),
+optionally with `--workers` threads (`--pool=thread`, the default: libsndfile and soxr release the GIL,
+so threads scale without start-up cost) or spawned processes (`--pool=process`, for decoders that hold
+the GIL, such as audioread's); results keep the adapter's order, so the records do not depend on the
+worker count. They are written with `records.write_audio_records`.
+
+Recordings are stored whole: the 8.18 s OPERA windows are cut at feature time. `--chunk_seconds>0`
+instead splits each recording into chunks with ids `ID#0`, `ID#1`, ... (a last piece shorter than half
+a chunk is dropped unless it is the only one).
+
+Nothing is dropped silently: rows the adapter could not use and recordings that fail to decode
+(corrupt, empty, silent, NaN, multi-channel) are listed with their reason in the manifest's `skipped`
+list and summarised at the end ("wrote N, skipped M (reasons ...)").
+
+Every example's metadata gains `source_path` (as the adapter gave it, usually relative to --data_dir),
+`original_sample_rate` (Hz of the file) and `duration_s` (of the stored audio).
+"""
+
+import collections
+import concurrent.futures
+import dataclasses
+import inspect
+import multiprocessing
+import os
+import re
+import sys
+
+import numpy as np
+
+from acula_jax import audio
+from acula_jax import datasets
+from acula_jax.datasets import common
+from acula_jax.errors import DataError
+
+POOLS = ("process", "thread")
+# Futures in flight per worker: enough to keep workers busy, few enough that decoded audio waiting
+# for the (sequential) writer cannot pile up in memory.
+_WINDOW_PER_WORKER = 4
+_DONE = object()  # End-of-input marker of `ordered_map`.
+
+
+# ----------------------------------------------------------------------------------------------------
+# Options.
+# ----------------------------------------------------------------------------------------------------
+
+def parse_options(option_items=(), options_string="") -> dict:
+  """Adapter options from repeated `key=value` items and/or one 'k=v,k2=v2' string.
+
+  In the comma form a piece without '=' continues the previous value, so 'label_columns=a,b,seed=1'
+  gives {'label_columns': 'a,b', 'seed': '1'}. Values stay strings here; `coerce_option` converts them
+  to the types of the adapter's defaults.
+  """
+  pieces = list(option_items or ())
+  merged = []
+  for piece in filter(None, (options_string or "").split(",")):
+    if "=" not in piece and merged:
+      merged[-1] += "," + piece
+    else:
+      merged.append(piece)
+  out = {}
+  for item in pieces + merged:
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+      raise ValueError(f"adapter option {item!r} is not key=value")
+    if key in out:
+      raise ValueError(f"adapter option {key!r} given twice")
+    out[key] = value.strip()
+  return out
+
+
+def coerce_option(value, default):
+  """A command-line string as the type of the parameter's default (bool, int, float, tuple of those).
+
+  Defaults of None or str keep the string (the adapter converts it); non-strings pass unchanged, so
+  Python callers can give native values.
+  """
+  if not isinstance(value, str) or default is None or default is inspect.Parameter.empty:
+    return value
+  if isinstance(default, bool):
+    text = value.strip().lower()
+    if text not in ("1", "true", "yes", "0", "false", "no"):
+      raise ValueError(f"option value {value!r} is not a boolean (true/false)")
+    return text in ("1", "true", "yes")
+  if isinstance(default, (int, float)):
+    return type(default)(value)
+  if isinstance(default, (tuple, list)) and default and isinstance(default[0], (int, float)):
+    return tuple(type(default[0])(v) for v in value.split(","))
+  return value
+
+
+def _call_adapter(adapter, data_dir, options: dict, seed: int):
+  """Runs `adapter.list_examples` with the options it accepts; a clear error naming unknown ones."""
+  params = inspect.signature(adapter.list_examples).parameters
+  open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+  named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+  known = sorted(name for name, p in params.items() if p.kind in named and name != "data_dir")
+  unknown = sorted(set(options) - set(known))
+  if unknown and not open_ended:
+    raise ValueError(f"dataset {adapter.NAME!r} has no option(s) {unknown}; known: {known}")
+  kwargs = {}
+  for key, value in options.items():
+    try:
+      kwargs[key] = coerce_option(value, params[key].default) if key in params else value
+    except ValueError as e:
+      raise ValueError(f"dataset {adapter.NAME!r} option {key}={value!r}: {e}") from e
+  # The global --seed reaches adapters that split with a seed, unless an option overrides it.
+  if "seed" not in kwargs and ("seed" in params or open_ended):
+    kwargs["seed"] = seed
+  return adapter.list_examples(data_dir, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Decoding (runs in the worker pool): one task = one audio file.
+# ----------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class _Task:
+  """Consecutive specs of one audio file, decoded once for all of them.
+
+  Per-cycle datasets list many segments of a file in a row.
+  """
+  specs: list               # common.ExampleSpec, all with the same path
+  file: str                 # absolute path of the audio file
+  chunk_seconds: float
+
+
+@dataclasses.dataclass
+class _Result:
+  examples: list            # audio-record dicts
+  skipped: list             # {"id", "path", "reason"} dicts
+
+
+def make_tasks(specs, data_dir, chunk_seconds=0.0) -> list[_Task]:
+  """Groups runs of consecutive specs that share a file, keeping the adapter's order."""
+  tasks = []
+  for spec in specs:
+    if tasks and tasks[-1].specs[0].path == spec.path:
+      tasks[-1].specs.append(spec)
+    else:
+      tasks.append(_Task([spec], os.path.join(os.fspath(data_dir), spec.path), float(chunk_seconds)))
+  return tasks
+
+
+def _original_rate(path):
+  """The file's own sample rate from its header (None when the header cannot be read this way)."""
+  import soundfile  # pylint: disable=g-import-not-at-top  (already imported by audio)
+  try:
+    return int(soundfile.info(path).samplerate)
+  except Exception:  # libsndfile raises several types; load_audio then fell back to audioread.
+    try:
+      import audioread  # pylint: disable=g-import-not-at-top
+      with audioread.audio_open(path) as reader:
+        return int(reader.samplerate)
+    except Exception:
+      return None
+
+
+def _segment(wave, spec: common.ExampleSpec):
+  """The [start_s, end_s) part of a 16 kHz waveform; DataError when it lies outside the recording."""
+  if not spec.start_s and spec.end_s is None:
+    return wave
+  sr = audio.SAMPLE_RATE
+  start = int(round(spec.start_s * sr))
+  end = wave.size if spec.end_s is None else int(round(spec.end_s * sr))
+  if start < 0 or end <= start or start >= wave.size:
+    raise DataError(spec.id, f"segment [{spec.start_s}, {spec.end_s}) s is empty or outside the "
+                             f"{wave.size / sr:.2f} s recording")
+  return audio.check_waveform(wave[start:min(end, wave.size)], spec.id)
+
+
+def _chunks(wave, chunk_seconds: float):
+  """Consecutive pieces of `chunk_seconds`; a short tail (< half a chunk) goes unless it is all there is."""
+  size = int(round(chunk_seconds * audio.SAMPLE_RATE))
+  pieces = [wave[i:i + size] for i in range(0, wave.size, size)]
+  if len(pieces) > 1 and pieces[-1].size < size / 2:
+    pieces.pop()
+  return pieces
+
+
+def _load(task: _Task) -> _Result:
+  """Decodes a task's file once and cuts its examples; bad audio becomes skipped entries."""
+  result = _Result([], [])
+  try:
+    wave = audio.load_audio(task.file, audio.SAMPLE_RATE)
+  except DataError as e:
+    result.skipped += [{"id": spec.id, "path": spec.path, "reason": e.reason} for spec in task.specs]
+    return result
+  rate = _original_rate(task.file)
+  for spec in task.specs:
+    try:
+      _add_examples(result, spec, _segment(wave, spec), rate, task.chunk_seconds)
+    except DataError as e:
+      result.skipped.append({"id": spec.id, "path": spec.path, "reason": e.reason})
+  return result
+
+
+def _add_examples(result: _Result, spec, wave, rate, chunk_seconds):
+  """Appends the example of one spec (or its chunks) to `result`."""
+  metadata = {**spec.metadata, "source_path": spec.path, "original_sample_rate": rate}
+  if spec.start_s or spec.end_s is not None:
+    metadata.update(segment_start_s=spec.start_s, segment_end_s=spec.end_s)
+  base = dict(dataset="", subject_id=spec.subject_id or spec.id, split=spec.split,
+              sample_rate=audio.SAMPLE_RATE, labels=dict(spec.labels))
+  if chunk_seconds <= 0:
+    result.examples.append(_example(base, spec.id, wave, metadata))
+    return
+  for k, piece in enumerate(_chunks(wave, chunk_seconds)):
+    chunk_id = f"{spec.id}#{k}"
+    try:
+      piece = audio.check_waveform(piece, chunk_id)  # A silent stretch fails here, not the recording.
+    except DataError as e:
+      result.skipped.append({"id": chunk_id, "path": spec.path, "reason": e.reason})
+      continue
+    # `*_id` / `*_number` keys are bookkeeping that reports never state.
+    chunk_meta = {**metadata, "recording_id": spec.id, "chunk_number": k}
+    result.examples.append(_example(base, chunk_id, piece, chunk_meta))
+
+
+def _example(base: dict, example_id: str, wave, metadata: dict) -> dict:
+  wave = np.ascontiguousarray(wave, dtype=np.float32)
+  metadata = {**metadata, "duration_s": round(wave.size / audio.SAMPLE_RATE, 4)}
+  return {**base, "id": example_id, "audio": wave, "num_samples": wave.size, "metadata": metadata}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Ordered parallel map with a bounded window.
+# ----------------------------------------------------------------------------------------------------
+
+def _make_executor(pool: str, workers: int):
+  if pool == "thread":
+    return concurrent.futures.ThreadPoolExecutor(max_workers=workers)
+  if pool == "process":
+    # spawn, not fork: the parent has imported JAX/grain (threads), and forking a threaded process can
+    # deadlock. Each worker pays the imports of JAX and librosa (seconds), and every waveform is pickled
+    # back to the parent, so on PhysioNet this is slower than threads; it helps GIL-bound decoders.
+    return concurrent.futures.ProcessPoolExecutor(max_workers=workers,
+                                                  mp_context=multiprocessing.get_context("spawn"))
+  raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+
+
+def ordered_map(fn, items, *, workers: int = 1, pool: str = "thread"):
+  """Yields fn(item) in input order; with workers > 1 a pool computes a bounded window ahead."""
+  if workers <= 1:
+    yield from map(fn, items)
+    return
+  executor = _make_executor(pool, workers)
+  try:
+    items = iter(items)
+    pending = collections.deque()
+    for item in items:
+      pending.append(executor.submit(fn, item))
+      if len(pending) >= workers * _WINDOW_PER_WORKER:
+        break
+    while pending:
+      result = pending.popleft().result()
+      nxt = next(items, _DONE)
+      if nxt is not _DONE:
+        pending.append(executor.submit(fn, nxt))
+      yield result
+  finally:
+    executor.shutdown(wait=True, cancel_futures=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The job.
+# ----------------------------------------------------------------------------------------------------
+
+def check_unique_ids(specs, dataset: str) -> None:
+  """DataError naming the first id that two specs share (before any audio is decoded)."""
+  first = {}
+  for spec in specs:
+    if spec.id in first:
+      raise DataError(spec.id, f"duplicate example id in dataset {dataset!r} "
+                               f"({first[spec.id]} and {spec.path})")
+    first[spec.id] = spec.path
+
+
+def _skipped_dict(item) -> dict:
+  if isinstance(item, common.Skipped):
+    return {"path": item.where, "reason": item.reason}
+  return dict(item)
+
+
+def write_examples(specs, output, *, dataset: str, data_dir, skipped=(), num_shards=4,
+                   chunk_seconds=0.0, workers=1, pool="thread", progress=True) -> dict:
+  """Decodes `specs` and writes them as audio records in `output`; returns the manifest.
+
+  `skipped` holds the adapter's own skipped rows; decoding failures are added to them.
+  """
+  # Imported here, not at the top: spawned decoding workers import this module, and the record stack
+  # (grain, array_record) would add seconds to each worker's start.
+  from acula_jax import records  # pylint: disable=g-import-not-at-top
+  check_unique_ids(specs, dataset)
+  data_dir = os.fspath(data_dir)
+  skipped = [_skipped_dict(s) for s in skipped]
+  tasks = make_tasks(specs, data_dir, chunk_seconds)
+  bar = None
+  if progress:
+    import tqdm  # pylint: disable=g-import-not-at-top
+    bar = tqdm.tqdm(total=len(specs), desc=f"prepare {dataset}", unit="rec")
+
+  def examples():
+    for task, result in zip(tasks, ordered_map(_load, tasks, workers=workers, pool=pool)):
+      skipped.extend(result.skipped)  # Read by write_audio_records after the last example.
+      if bar is not None:
+        bar.update(len(task.specs))
+      for ex in result.examples:
+        yield {**ex, "dataset": dataset}
+
+  try:
+    return records.write_audio_records(output, examples(), dataset=dataset, num_shards=num_shards,
+                                       skipped=skipped)
+  finally:
+    if bar is not None:
+      bar.close()
+
+
+def prepare(dataset: str, data_dir, output, *, options=None, num_shards=4, seed=0, chunk_seconds=0.0,
+            workers=1, pool="thread", progress=True) -> dict:
+  """Lists `dataset` in `data_dir` with its adapter, decodes it and writes records to `output`."""
+  data_dir = os.fspath(data_dir)
+  if not os.path.isdir(data_dir):
+    raise DataError(data_dir, "data directory does not exist")
+  adapter = datasets.get_adapter(dataset)
+  specs, skipped = _call_adapter(adapter, data_dir, dict(options or {}), seed)
+  if not specs:
+    raise DataError(data_dir, f"the {dataset} adapter found no usable recordings "
+                              f"({len(skipped)} skipped: {summarize_skipped(skipped)})")
+  return write_examples(specs, output, dataset=dataset, data_dir=data_dir, skipped=skipped,
+                        num_shards=num_shards, chunk_seconds=chunk_seconds, workers=workers, pool=pool,
+                        progress=progress)
+
+
+def _reason_kind(reason: str) -> str:
+  """The gist of a reason, without per-file details: 'silent (peak ...)' -> 'silent'."""
+  return re.split(r"[(;:]", str(reason), maxsplit=1)[0].strip() or str(reason)
+
+
+def summarize_skipped(skipped) -> str:
+  """'2 x audio file not found, 1 x silent' (most frequent first), or 'none'."""
+  counts = collections.Counter(_reason_kind(_skipped_dict(s)["reason"]) for s in skipped)
+  return ", ".join(f"{n} x {kind}" for kind, n in counts.most_common()) or "none"
+
+
+def summary(manifest: dict, output) -> str:
+  splits = ", ".join(f"{name} {n}" for name, n in manifest["counts"].items())
+  skipped = manifest["skipped"]
+  return (f"wrote {manifest['num_examples']} ({splits}) to {output}, skipped {len(skipped)}"
+          + (f" (reasons: {summarize_skipped(skipped)})" if skipped else ""))
+
+
+# ----------------------------------------------------------------------------------------------------
+# CLI.
+# ----------------------------------------------------------------------------------------------------
+
+def _define_flags():
+  """CLI flags, defined only when run as a script so that importing this module defines none."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string("dataset", None, f"Adapter name: {', '.join(sorted(datasets.ADAPTERS))}.")
+  flags.DEFINE_string("data_dir", None, "The dataset's root folder, laid out as published.")
+  flags.DEFINE_string("output", None, "Output directory for the ArrayRecord shards + manifest.json.")
+  flags.DEFINE_integer("num_shards", 4, "Shards per split (fewer when a split is smaller).")
+  flags.DEFINE_integer("seed", 0, "Split seed, passed to adapters that split with one.")
+  flags.DEFINE_float("chunk_seconds", 0.0, "> 0: store chunks of this length (ids ID#k), not whole files.")
+  flags.DEFINE_integer("workers", 1, "Decoding workers (1 = in this process).")
+  flags.DEFINE_enum("pool", "thread", POOLS, "Worker pool kind when --workers > 1.")
+  flags.DEFINE_multi_string("option", [], "Adapter option key=value (repeatable), e.g. split=random.")
+  flags.DEFINE_string("options", "", "Adapter options as one string: k=v,k2=v2.")
+  flags.mark_flags_as_required(["dataset", "data_dir", "output"])
+
+
+def _main(argv):
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  cfg = flags.FLAGS
+  manifest = prepare(cfg.dataset, cfg.data_dir, cfg.output,
+                     options=parse_options(cfg.option, cfg.options), num_shards=cfg.num_shards,
+                     seed=cfg.seed, chunk_seconds=cfg.chunk_seconds, workers=cfg.workers, pool=cfg.pool)
+  print(summary(manifest, cfg.output))
+  sys.stdout.flush()
+
+
+def main():
+  """Console entry point: defines the flags, then runs."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  _define_flags()
+  app.run(_main)
+
+
+if __name__ == "__main__":
+  main()

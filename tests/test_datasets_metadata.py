@@ -1,0 +1,384 @@
+"""Dataset adapters: real metadata tables (counts, labels, subject-wise splits, determinism) and fake layouts."""
+
+import collections
+import csv
+import importlib.util
+import os
+
+import pytest
+
+import fixtures_layouts as fl
+from acula_jax.datasets import get_adapter
+
+ALL = ("icbhi", "circor", "kauh", "sprsound", "zchsound", "respiratory_tr", "coswara", "coughvid", "ukcovid",
+       "mmlung", "nosemic")
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory):
+  return fl.all_layouts(str(tmp_path_factory.mktemp("layouts")))
+
+
+def _meta(shared_data, name):
+  return shared_data / "metadata" / name
+
+
+def _rows(path):
+  with open(path, encoding="utf-8-sig", newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def _assert_subject_disjoint(specs):
+  splits = collections.defaultdict(set)
+  for s in specs:
+    splits[s.subject_id].add(s.split)
+  crossing = {k: v for k, v in splits.items() if len(v) > 1}
+  assert not crossing, f"subjects in several splits: {list(crossing.items())[:5]}"
+
+
+def _assert_deterministic(name, data_dir, **kw):
+  adapter = get_adapter(name)
+  a, _ = adapter.list_examples(data_dir, **kw)
+  b, _ = adapter.list_examples(data_dir, **kw)
+  assert [(s.id, s.split, s.labels) for s in a] == [(s.id, s.split, s.labels) for s in b]
+  c, _ = adapter.list_examples(data_dir, **dict(kw, seed=kw.get("seed", 0) + 1))
+  assert [s.split for s in a] != [s.split for s in c]   # The seed matters.
+
+
+def test_every_adapter_declares_the_interface():
+  for name in ALL:
+    adapter = get_adapter(name)
+    assert adapter.NAME == name and adapter.MODALITY in ("heart", "lung", "cough", "breath", "mixed")
+    assert isinstance(adapter.LABEL_MAPS, dict) and adapter.LABEL_MAPS
+    assert "Layout relied on" in adapter.__doc__ and callable(adapter.list_examples)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Real metadata tables (no audio: check_audio=False).
+# ----------------------------------------------------------------------------------------------------
+
+def test_icbhi_real_table(shared_data):
+  data = _meta(shared_data, "ICBHI")
+  icbhi = get_adapter("icbhi")
+  specs, skipped = icbhi.list_examples(data, check_audio=False, split="subject")
+  assert not skipped and len(specs) == 920 and len({s.subject_id for s in specs}) == 126
+  per_patient = collections.Counter({s.subject_id: s.labels["diagnosis"] for s in specs}.values())
+  assert per_patient == {"COPD": 64, "Healthy": 26, "URTI": 14, "Bronchiectasis": 7, "Pneumonia": 6,
+                         "Bronchiolitis": 6, "LRTI": 2, "Asthma": 1}
+  _assert_subject_disjoint(specs)
+  assert {s.split for s in specs} == {"train", "valid", "test"}
+  cycles, _ = icbhi.list_examples(data, check_audio=False, split="subject", per_cycle=True)
+  rows = _rows(data / icbhi.TABLE_FILE)
+  assert len(cycles) == len(rows) == 6898
+  assert sum(c.labels["crackles"] for c in cycles) == sum(int(r["Crackles"]) for r in rows)
+  assert sum(c.labels["wheezes"] for c in cycles) == sum(int(r["Wheezes"]) for r in rows)
+  assert all(0 <= c.start_s < c.end_s for c in cycles)
+  copd, skipped = icbhi.list_examples(data, check_audio=False, split="subject", task="copd")
+  expected = collections.Counter(s.labels["diagnosis"] for s in specs if s.labels["diagnosis"] in ("COPD", "Healthy"))
+  assert collections.Counter(s.labels["copd"] for s in copd) == expected
+  assert len(skipped) == 920 - len(copd) and all("not part of task copd" in k.reason for k in skipped)
+  _assert_deterministic("icbhi", data, check_audio=False, split="subject")
+
+
+def test_circor_real_tables(shared_data):
+  data = _meta(shared_data, "circor_dataset")
+  specs, skipped = get_adapter("circor").list_examples(data, check_audio=False)
+  assert not skipped
+  patients = {s: _rows(data / f"{t}.csv") for s, t in (("train", "training_data"), ("valid", "validation_data"),
+                                                       ("test", "test_data"))}
+  assert {k: len(v) for k, v in patients.items()} == {"train": 942, "valid": 149, "test": 477}
+  assert len(specs) == sum(len(r["Recording locations:"].split("+")) for v in patients.values() for r in v)
+  for split, rows in patients.items():   # Official split, patient-level labels as published.
+    got = {s.id.split("_")[0]: s.labels["murmur"] for s in specs if s.split == split}
+    assert got == {r["Patient ID"]: r["Murmur"] for r in rows}
+  _assert_subject_disjoint(specs)   # Including the campaign links (Additional ID).
+  linked = [s for s in specs if s.subject_id != s.id.split("_")[0]]
+  assert linked and all(min(s.subject_id, s.id.split("_")[0], key=lambda x: (len(x), x)) == s.subject_id
+                        for s in linked)
+  for s in specs:
+    if s.labels["murmur"] == "Present":
+      assert s.labels["murmur_here"] in ("Present", "Absent")
+  subject, _ = get_adapter("circor").list_examples(data, check_audio=False, split="subject")
+  _assert_subject_disjoint(subject)
+  _assert_deterministic("circor", data, check_audio=False, split="subject")
+
+
+def test_kauh_real_table(shared_data):
+  data = _meta(shared_data, "KAUH")
+  kauh = get_adapter("kauh")
+  specs, skipped = kauh.list_examples(data, check_audio=False)
+  assert not skipped and len(specs) == 336 and len({s.subject_id for s in specs}) == 112
+  assert all(n == 3 for n in collections.Counter(s.subject_id for s in specs).values())
+  counts = collections.Counter(s.labels["diagnosis"] for s in specs)
+  assert counts["normal"] == 105 and counts["asthma"] == 96 and counts["copd"] == 27
+  _assert_subject_disjoint(specs)
+  t10, skipped = kauh.list_examples(data, check_audio=False, task="obstructive")
+  # OPERA counts 129 obstructive: its case-sensitive "COPD" match drops the 3 recordings spelled "copd".
+  assert collections.Counter(s.labels["obstructive"] for s in t10) == {"healthy": 105, "obstructive": 132}
+  by_id = {s.id: s for s in specs}
+  assert by_id["BP52"].metadata["chest_location"] == "posterior left lower"   # Table: "Posterior Lower Lower".
+  assert by_id["BP33"].labels["wheezes"] == 1 and by_id["BP33"].metadata["sound_type"] == "expiratory wheezes"
+  _assert_deterministic("kauh", data, check_audio=False)
+
+
+def test_respiratory_tr_real_table(shared_data):
+  data = _meta(shared_data, "TR")
+  specs, skipped = get_adapter("respiratory_tr").list_examples(data, check_audio=False)
+  assert not skipped and len(specs) == 504 and len({s.subject_id for s in specs}) == 42
+  assert collections.Counter(s.labels["copd_severity"] for s in specs) == {4: 204, 3: 84, 2: 84, 0: 72, 1: 60}
+  _assert_subject_disjoint(specs)
+  train_levels = {s.labels["copd_severity"] for s in specs if s.split == "train"}
+  assert train_levels == {0, 1, 2, 3, 4}   # Stratified by severity.
+  _assert_deterministic("respiratory_tr", data, check_audio=False)
+
+
+def test_zchsound_real_table(shared_data):
+  data = _meta(shared_data, "ZCHSound")
+  zch = get_adapter("zchsound")
+  clean, skipped = zch.list_examples(data, check_audio=False)
+  assert not skipped and len(clean) == 941
+  assert collections.Counter(s.labels["diagnosis"] for s in clean) == {"NORMAL": 533, "VSD": 187, "ASD": 119,
+                                                                       "PFO": 70, "PDA": 32}
+  both, _ = zch.list_examples(data, check_audio=False, subset="both")
+  assert len(both) == 1259 and len({s.id for s in both}) == 1259
+  _assert_deterministic("zchsound", data, check_audio=False)
+
+
+def test_coswara_real_tables(shared_data):
+  data = _meta(shared_data, "Coswara")
+  coswara = get_adapter("coswara")
+  sex, skipped = coswara.list_examples(data, check_audio=False, task="sex")
+  assert len(sex) == 2744 and [k.reason for k in skipped] == ["unknown label 'other' for task sex"] * 2
+  assert collections.Counter(s.labels["sex"] for s in sex) == {"male": 1900, "female": 844}
+  smoker, skipped = coswara.list_examples(data, check_audio=False, task="smoker")
+  assert collections.Counter(s.labels["smoker"] for s in smoker) == {"non-smoker": 861, "smoker": 225}
+  assert len(skipped) == 2746 - 1086
+  for split in ("train", "valid", "test"):   # Stratified: both classes in every split.
+    assert {s.labels["smoker"] for s in smoker if s.split == split} == {"smoker", "non-smoker"}
+  _assert_deterministic("coswara", data, check_audio=False, task="smoker")
+
+
+def test_sprsound_disease_lookup_from_real_tables(shared_data):
+  from acula_jax.datasets import sprsound  # pylint: disable=import-outside-toplevel
+  skipped = []
+  diseases = sprsound._diseases(str(_meta(shared_data, "SPRSound")), skipped)  # pylint: disable=protected-access
+  assert not skipped and len(diseases) == 288
+  assert collections.Counter(diseases.values())["Control Group"] > 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# Fake layouts with audio: skipped rows are reported with reasons, specs point at real files.
+# ----------------------------------------------------------------------------------------------------
+
+def _reasons(skipped):
+  return sorted(k.reason.split(":")[0].split(" (")[0] for k in skipped)
+
+
+def _check_paths(specs):
+  for s in specs:
+    assert os.path.isfile(s.path), s.path
+
+
+def test_icbhi_release_layout(layouts):
+  folder, facts = layouts["icbhi"]
+  icbhi = get_adapter("icbhi")
+  specs, skipped = icbhi.list_examples(folder)
+  assert [s.id for s in specs] == facts["usable"]
+  _check_paths(specs)
+  assert {s.id: s.split for s in specs}["101_1b1_Al_sc_Meditron"] == "test"
+  assert {s.split for s in specs if s.id.startswith(("102", "103", "105"))} <= {"train", "valid"}
+  assert _reasons(skipped) == sorted(["unparseable cycle annotation ['bad', 'line', 'here']",
+                                      "unparseable cycle annotation ['2.0', '1.0', '0', '0']", "missing audio file",
+                                      "unknown label in file name", "not in the official train/test list"])
+  meta = specs[0].metadata
+  assert meta["age"] == 3 and meta["sex"] == "female" and meta["chest_location"] == "anterior left"
+  assert "bmi" not in meta and meta["child_height_cm"] == 99
+  cycles, _ = icbhi.list_examples(folder, per_cycle=True)
+  c101 = [c for c in cycles if c.id.startswith("101_")]
+  assert len(c101) == facts["cycles_101"] and [c.labels["lung_sound"] for c in c101] == ["normal", "crackle", "both"]
+  assert (c101[1].start_s, c101[1].end_s) == (1.5, 3.2)
+  assert len([c for c in cycles if c.id.startswith("103_")]) == facts["cycles_103"]
+  copd, _ = icbhi.list_examples(folder, task="copd")
+  assert {s.labels["copd"] for s in copd} == {"COPD", "Healthy"} and len(copd) == 4
+  assert icbhi.official_overlap(icbhi.read_official_split(os.path.join(folder, icbhi.SPLIT_FILE))) == []
+  with pytest.raises(ValueError, match="task"):
+    icbhi.list_examples(folder, task="asthma")
+
+
+def test_circor_layout(layouts):
+  folder, facts = layouts["circor"]
+  specs, skipped = get_adapter("circor").list_examples(folder)
+  assert {s.id for s in specs} == facts["recordings"]
+  _check_paths(specs)
+  assert {s.split for s in specs if s.id.startswith("50001")} == {"valid"}
+  assert {s.subject_id for s in specs if s.id.startswith(("2530", "50001"))} == {"2530"}   # Linked campaign ids.
+  assert _reasons(skipped) == ["missing audio file", "unknown label", "unknown label"]
+  by_id = {s.id: s for s in specs}
+  assert by_id["9979_AV"].labels["murmur_here"] == "Present" and by_id["9979_PV"].labels["murmur_here"] == "Absent"
+  assert by_id["9979_AV"].metadata["systolic_murmur_grading"] == "III/VI"
+  assert by_id["2530_PV_2"].metadata["recording_location"] == "PV"
+
+
+def test_kauh_layout(layouts):
+  folder, facts = layouts["kauh"]
+  specs, skipped = get_adapter("kauh").list_examples(folder)
+  assert len(specs) == facts["n"] and {s.subject_id for s in specs} == facts["subjects"]
+  _check_paths(specs)
+  _assert_subject_disjoint(specs)
+  assert _reasons(skipped) == ["unknown label in 'BP99_Flu,N,P L L,40,M.wav'", "unparseable file name in 'junk.wav'"]
+  by_id = {s.id: s for s in specs}
+  assert "chest_location" not in by_id["BP52"].metadata and by_id["BP52"].metadata["chest_zone_code"] == "P L R"
+  assert by_id["DP71"].labels == {"diagnosis": "copd", "crackles": 1, "wheezes": 1, "obstructive": "obstructive"}
+  assert by_id["DP71"].metadata["sound_type"] == "inspiratory crackles, expiratory wheezes"
+
+
+def test_respiratory_tr_layout(layouts):
+  folder, facts = layouts["respiratory_tr"]
+  specs, skipped = get_adapter("respiratory_tr").list_examples(folder)
+  assert len(specs) == facts["usable"]
+  _check_paths(specs)
+  assert _reasons(skipped) == ["no label for patient 'H077' in " + os.path.join(folder, "Labels.csv")] * 2 + [
+      "unknown label"] * 2
+
+
+def test_zchsound_layout(layouts):
+  folder, facts = layouts["zchsound"]
+  zch = get_adapter("zchsound")
+  specs, skipped = zch.list_examples(folder)
+  assert len(specs) == facts["clean_usable"]
+  _check_paths(specs)
+  assert _reasons(skipped) == ["missing audio file", "unknown label"]
+  assert {s.id: s.metadata["age_days"] for s in specs}["ZCH0002"] == 186
+  noisy, _ = zch.list_examples(folder, subset="noisy")
+  assert [s.id for s in noisy] == ["ZCH0942"] and noisy[0].metadata["recording_quality"] == "Noise"
+
+
+def test_sprsound_layout(layouts):
+  folder, facts = layouts["sprsound"]
+  spr = get_adapter("sprsound")
+  specs, skipped = spr.list_examples(folder)
+  assert collections.Counter(s.split for s in specs if s.split != "valid") + collections.Counter(
+      "train" for s in specs if s.split == "valid") == {"train": facts["train"], "test": facts["test"]}
+  _check_paths(specs)
+  assert _reasons(skipped) == ["intra-patient test set", "missing audio file", "poor quality recording",
+                               "unknown label"]
+  by_id = {s.id: s for s in specs}
+  assert by_id["65058931_3.4_1_p2_1086"].labels["disease"] == "Asthma"
+  assert by_id["65058931_3.4_1_p2_1086"].metadata["sex"] == "female"
+  events, _ = spr.list_examples(folder, per_cycle=True)
+  e = [x for x in events if x.id.startswith("65058931_3.4_1_p2_1086")]
+  assert [(x.start_s, x.end_s, x.labels["event_type"]) for x in e] == [(0.1, 0.9, "Normal"), (1.0, 1.8, "Wheeze")]
+  intra, _ = spr.list_examples(folder, intra_test=True)
+  assert any(s.metadata.get("test_set") == "intra" and s.split == "test" for s in intra)
+
+
+def test_coswara_layout(layouts):
+  folder, facts = layouts["coswara"]
+  coswara = get_adapter("coswara")
+  sex, skipped = coswara.list_examples(folder, task="sex")
+  assert {s.subject_id for s in sex} == facts["sex_usable"]
+  _check_paths(sex)
+  assert _reasons(skipped) == ["cough-shallow quality 0 < 1", "missing audio file", "unknown label 'pnts' for task sex"]
+  smoker, _ = coswara.list_examples(folder, task="smoker")
+  assert {s.subject_id for s in smoker} == facts["smoker_usable"]
+  u2 = {s.subject_id: s for s in sex}["u2"]
+  assert u2.metadata["symptoms"] == ["cough", "fever"] and u2.metadata["asthma"] is True
+
+
+def test_coughvid_layout(layouts):
+  folder, _ = layouts["coughvid"]
+  coughvid = get_adapter("coughvid")
+  specs, skipped = coughvid.list_examples(folder)
+  assert sorted(s.id for s in specs) == ["aaa", "bbb", "ddd"]
+  _check_paths(specs)
+  assert {s.id: s.path.rsplit(".", 1)[1] for s in specs} == {"aaa": "wav", "bbb": "webm", "ddd": "wav"}
+  assert {s.id: s.metadata.get("format") for s in specs}["bbb"] == "webm"
+  assert _reasons(skipped) == ["cough_detected 0.5 < 0.8", "missing audio file for uuid eee",
+                               "unparseable cough_detected 'notanumber'"]
+  covid, skipped = coughvid.list_examples(folder, task="covid")
+  assert {s.id: s.labels["covid"] for s in covid} == {"aaa": "negative", "bbb": "positive"}
+  assert any("label for task covid" in k.reason for k in skipped)
+
+
+def test_ukcovid_layout(layouts):
+  folder, _ = layouts["ukcovid"]
+  uk = get_adapter("ukcovid")
+  specs, skipped = uk.list_examples(folder)
+  assert {s.id: (s.split, s.labels["covid"]) for s in specs} == {
+      "p1_exhalation": ("train", "positive"), "p2_exhalation": ("valid", "negative"),
+      "p5_exhalation": ("test", "positive")}
+  _check_paths(specs)
+  assert _reasons(skipped) == ["longitudinal test set", "missing audio file", "unknown label"]
+  cough, skipped = uk.list_examples(folder, modality="cough")
+  assert sorted(s.id for s in cough) == ["p1_cough", "p5_cough"]
+  assert any(k.reason.startswith("no cough recording") for k in skipped)
+  longitudinal, _ = uk.list_examples(folder, include_longitudinal=True, check_audio=False)
+  assert {s.id: s.split for s in longitudinal}["p4_exhalation"] == "test"
+
+
+@pytest.mark.parametrize("table", ["xlsx", "csv"])
+def test_mmlung_layout(tmp_path, table):
+  facts = fl.mmlung(tmp_path, table=table)
+  mm = get_adapter("mmlung")
+  specs, skipped = mm.list_examples(tmp_path, modality="vowel_o")
+  assert {s.subject_id: s.labels for s in specs} == {
+      p: dict(zip(("fvc", "fev1", "fev1_fvc"), t)) for p, t in facts["targets"].items() if p != "10"}
+  _check_paths(specs)
+  assert _reasons(skipped) == ["missing audio file", "unparseable row"]
+  fold, _ = mm.list_examples(tmp_path, heldout_subject="2")
+  assert [s.subject_id for s in fold if s.split == "test"] == ["2"]
+  assert {s.split for s in fold if s.subject_id != "2"} <= {"train", "valid"}
+
+
+def test_mmlung_xls_without_xlrd_is_reported(tmp_path):
+  fl.mmlung(tmp_path, table="xls")
+  if importlib.util.find_spec("xlrd") is not None:
+    pytest.skip("xlrd is installed; the skip path is not exercised")
+  specs, skipped = get_adapter("mmlung").list_examples(tmp_path)
+  assert not specs and len(skipped) == 4 and all("xlrd" in k.reason for k in skipped)
+
+
+def test_nosemic_layout(layouts):
+  folder, facts = layouts["nosemic"]
+  nm = get_adapter("nosemic")
+  specs, skipped = nm.list_examples(folder)
+  assert len(specs) == facts["n"] and len(skipped) == 2
+  assert {s.id: s.labels["respiratory_rate"] for s in specs}["4_1_2_18.5"] == 18.5
+  _assert_subject_disjoint(specs)
+  fold, _ = nm.list_examples(folder, heldout_subject=5)
+  assert {s.subject_id for s in fold if s.split == "test"} == {"5"}
+
+
+def test_missing_audio_can_be_ignored_for_metadata_only_listing(layouts):
+  folder, _ = layouts["icbhi"]
+  specs, skipped = get_adapter("icbhi").list_examples(folder, check_audio=False)
+  assert "106_1b1_Pl_sc_AKGC417L" in {s.id for s in specs}
+  assert "missing audio file" not in {k.reason for k in skipped}
+
+
+def test_specs_load_as_audio(layouts):
+  from acula_jax import audio  # pylint: disable=import-outside-toplevel
+  folder, _ = layouts["kauh"]
+  specs, _ = get_adapter("kauh").list_examples(folder)
+  wave = audio.load_audio(specs[0].path)
+  assert wave.ndim == 1 and wave.size == 800   # 0.05 s resampled to 16 kHz.
+
+
+def test_string_options_as_prepare_passes_them(layouts):
+  folder, _ = layouts["icbhi"]
+  specs, skipped = get_adapter("icbhi").list_examples(folder, check_audio="false", per_cycle="true",
+                                                      valid_fraction="0.5", seed="1")
+  assert "missing audio file" not in {k.reason for k in skipped} and all(s.end_s for s in specs)
+  folder, _ = layouts["kauh"]
+  a, _ = get_adapter("kauh").list_examples(folder, fractions="0.5,0.25,0.25", seed="2")
+  b, _ = get_adapter("kauh").list_examples(folder, fractions=(0.5, 0.25, 0.25), seed=2)
+  assert [s.split for s in a] == [s.split for s in b]
+
+
+def test_prepare_ingests_an_adapter_layout(layouts, tmp_path):
+  prepare = pytest.importorskip("acula_jax.prepare")
+  from acula_jax import records  # pylint: disable=import-outside-toplevel
+  folder, facts = layouts["kauh"]
+  prepare.prepare("kauh", folder, tmp_path / "out", num_shards=1, seed=0, progress=False)
+  manifest = records.read_manifest(tmp_path / "out")
+  assert sum(manifest["counts"].values()) == facts["n"] and len(manifest["skipped"]) == 2
