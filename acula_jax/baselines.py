@@ -10,7 +10,9 @@ Duration is part of the trivial baseline on purpose: recording length differs be
 PhysioNet 2016 databases), and a table that shows what length alone predicts keeps encoders honest.
 """
 import dataclasses
+import hashlib
 import importlib.metadata
+import json
 from typing import Callable
 
 import jax
@@ -30,16 +32,23 @@ class Featurizer:
 
   kind "chunks": `fn` maps a [batch, window] float32 batch of clip-length chunks to [batch, d] and
   the chunk features of a recording are averaged (see `evaluate.chunk`); `with_duration` appends the
-  recording's length in seconds. kind "recording": `fn` maps one whole waveform to [d].
+  recording's length in seconds. kind "recording": `fn` maps one whole waveform to [d]. `factory`
+  builds `fn` on first use instead (encoders: no weights are loaded when every feature is cached).
   """
   name: str
   key: str
   kind: str
-  fn: Callable
+  fn: Callable | None
   window: int = 0
   batch_size: int = 32
   with_duration: bool = False
+  factory: Callable | None = None
   info: dict = dataclasses.field(default_factory=dict)
+
+  def function(self) -> Callable:
+    if self.fn is None:
+      self.fn = self.factory()
+    return self.fn
 
 
 def logmel_stats_fn(audio_config) -> Callable:
@@ -53,7 +62,7 @@ def logmel_stats_fn(audio_config) -> Callable:
 
 def logmel(audio_config, window: int, *, batch_size: int = 32) -> Featurizer:
   config = dict(audio_config)
-  return Featurizer(NAMES["logmel"], f"logmel-{_digest(config)}-w{window}", "chunks",
+  return Featurizer(NAMES["logmel"], f"logmel-{_digest([config, window, 1])}", "chunks",
                     logmel_stats_fn(config), window=window, batch_size=batch_size, with_duration=True,
                     info={"audio": config, "window": window})
 
@@ -92,6 +101,4 @@ def build(names, audio_config, window: int, *, batch_size: int = 32) -> dict:
 
 
 def _digest(obj) -> str:
-  import hashlib  # pylint: disable=g-import-not-at-top
-  import json  # pylint: disable=g-import-not-at-top
   return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]

@@ -580,15 +580,35 @@ def _fill(pure, sd, key_map, where, seed):
   return report
 
 
+def _fill_unmapped(pure, report, seed):
+  """Fresh values for leaves no entry covers (a skipped decoder); reported by top-level name."""
+  rng = np.random.default_rng(seed + 1)
+  fresh = set()
+
+  def fill(path, leaf):
+    if not isinstance(leaf, jax.ShapeDtypeStruct):
+      return leaf
+    keys = [getattr(p, "key", getattr(p, "idx", p)) for p in path]
+    fresh.add(str(keys[0]))
+    return _fresh_leaf(keys, leaf.shape, rng)
+
+  filled = jax.tree_util.tree_map_with_path(fill, pure)
+  pure.update(filled)
+  if fresh:
+    report.fresh_groups.append(f"unmapped: {sorted(fresh)}")
+
+
 def convert_state_dict(name, state_dict, *, overrides=None, skip_decoder=False, strict=False,
                        seed=0, where="<state dict>"):
-  """Builds `name` and fills it from a torch state dict (numpy arrays).
+  """Builds `name` and fills it from a state dict (numpy arrays or torch tensors).
 
   Returns (encoder, model_config dict, Report). Raises ConversionError.
   """
   if name not in SPECS:
     raise ValueError(f"unknown encoder {name!r}; available: {', '.join(ENCODERS)}")
   spec = SPECS[name]
+  state_dict = {k: _to_numpy(v) if type(v).__module__.startswith("torch") else np.asarray(v)
+                for k, v in state_dict.items()}
   sd, outside, prefix, root = align_keys(state_dict, _roots(name), where)
   config = {**spec.defaults, **spec.infer(sd, skip_decoder), **(overrides or {}), "name": name}
   if skip_decoder and name in ("opera_gt", "audiomae"):
@@ -604,6 +624,7 @@ def convert_state_dict(name, state_dict, *, overrides=None, skip_decoder=False, 
   pure = state.to_pure_dict()
   report = _fill(pure, sd, key_map, where, seed)
   report.prefix, report.root = prefix, root
+  _fill_unmapped(pure, report, seed)
   report.unknown += sorted(outside)
   if strict and report.unknown:
     raise ConversionError(where, f"unknown keys (--strict): {report.unknown}")

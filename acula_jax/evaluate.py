@@ -1,12 +1,36 @@
-"""Frozen-feature linear probes: encoders before vs after alignment, with a log-mel baseline.
+r"""Frozen-feature evaluation: encoders and feature baselines on the registered tasks (OPERA's protocol).
 
-Writes `eval/results.json` (task, metric, value per encoder and seed) and `eval/results.md` (the table).
-Features follow OPERA's protocol for GT-style encoders: a recording is cut into clip-length chunks
-(the last one zero-padded when it is at least half a clip, or when it is the only one), each chunk is
-encoded, and the chunk features are averaged.
+  python -m acula_jax.evaluate --workdir=W --tasks=acula,physionet --data_root=PREPARED_ROOT
+  python -m acula_jax.evaluate --workdir=W --tasks=t7_icbhi_copd --data_root=ROOT \
+      --encoder=opera_gt --checkpoint=EXPORT_DIR          # an encoder never aligned
+  python -m acula_jax.evaluate --workdir=W --tasks=physionet --data_root=ROOT \
+      --encoder=before=W0/export --encoder=after=W/export  # a comparison table
+  python -m acula_jax.evaluate --workdir=W --tasks=table:/my/records:diagnosis
+
+Without --encoder, the encoders of W are used: its export (the trained encoder) and, when its config
+names one, the `init_from` export it started from. `--data_root` holds one prepared records folder per
+task family (`acula_jax.tasks`: each task's `records` name and the `prepare` command that makes it).
+
+What happens:
+1. Features. Every recording is cut into clip-length chunks (the last one zero-padded when it is at
+   least half a clip, or when it is the only one), each chunk is encoded and the chunk features are
+   averaged (OPERA's protocol for OPERA-GT; CNN/Swin encoders get the task's OPERA input seconds as the
+   chunk length). Features are computed once and cached under W/eval/features/, keyed by the records
+   (their manifest's hash, so every task on the same records shares them), the split, the encoder's
+   parameter or checkpoint hash and the feature config (front end, window); a rerun reads them back.
+2. Heads. Classification: OPERA's linear probe (`acula_jax.probe`: Adam 1e-4 decayed x0.97 per
+   epoch, L2 1e-5, 64 epochs, clip 1.0, best validation AUROC) on standardised features for every
+   seed at once; test macro AUROC, mean ± std over seeds. Regression: leave-one-subject-out with
+   OPERA's head (MLP, or least squares for MMLung), MAE and MAPE, mean ± std over folds.
+3. Output in W/eval/: results.json (every number, per seed and fold), results.md (the table, best per
+   task in bold) and report.html (the table, ROC curves, predicted-vs-true plots, t-SNE maps).
+
+`evaluate_encoders(config, out_dir, encoders)` is the same evaluation for `train.train_and_evaluate`.
 """
 import dataclasses
+import hashlib
 import json
+import os
 import pathlib
 from typing import Callable
 
@@ -15,41 +39,23 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax import nnx
-from sklearn import metrics as sk_metrics
 from tqdm import tqdm
 
 from acula_jax import audio
+from acula_jax import baselines
 from acula_jax import input_pipeline
 from acula_jax import probe
+from acula_jax import records
+from acula_jax import tasks as tasks_lib
 
 SPLITS = ("train", "valid", "test")
-BASELINE = "log-mel band mean+std"
+BASELINE = baselines.NAMES["logmel"]
+FEATURE_FORMAT = 1  # bump when the chunking rule or the cache layout changes
 
 
-@dataclasses.dataclass
-class SplitData:
-  ids: list
-  waves: list
-  labels: list
-
-
-def resolve_tasks(spec: str):
-  """Task objects (name, label_key, classes) for a task spec; 'demo' = the synthetic corpus tasks."""
-  if spec == "demo":
-    from acula_jax import synthetic  # pylint: disable=g-import-not-at-top
-    return list(synthetic.DEMO_TASKS)
-  raise ValueError(f"unknown task set {spec!r}; available: demo")
-
-
-def load_splits(records_dir) -> dict:
-  data = {}
-  for split in SPLITS:
-    examples = list(tqdm(input_pipeline.iterate_split(records_dir, split), desc=f"read {split}",
-                         unit="rec", leave=False))
-    data[split] = SplitData([e["id"] for e in examples], [e["audio"] for e in examples],
-                            [e["labels"] for e in examples])
-  return data
-
+# ----------------------------------------------------------------------------------------------------
+# Chunked features.
+# ----------------------------------------------------------------------------------------------------
 
 def chunk(wave: np.ndarray, window: int) -> list:
   """Clip-length chunks of a recording (see the module docstring for the rule)."""
@@ -60,120 +66,658 @@ def chunk(wave: np.ndarray, window: int) -> list:
   return chunks
 
 
-def chunked_features(waves: list, featurize: Callable, *, window: int, batch_size: int,
-                     desc: str) -> np.ndarray:
-  """Averages `featurize` ([B, window] -> [B, d]) over each recording's chunks; fixed batch shapes."""
-  pieces, owners = [], []
-  for i, wave in enumerate(waves):
-    for piece in chunk(wave, window):
-      pieces.append(piece)
-      owners.append(i)
-  outputs = []
-  for start in tqdm(range(0, len(pieces), batch_size), desc=desc, unit="batch", leave=False):
-    batch = pieces[start:start + batch_size]
-    padded = np.zeros((batch_size, window), np.float32)
+class _ChunkAccumulator:
+  """Streams recordings through a chunk featurizer in fixed-shape batches; averages per recording."""
+
+  def __init__(self, featurizer: baselines.Featurizer):
+    self.featurizer = featurizer
+    self.fn = featurizer.function()
+    self.pieces, self.owners = [], []
+    self.sums, self.counts, self.durations = {}, {}, {}
+
+  def add(self, row: int, wave: np.ndarray):
+    for piece in chunk(wave, self.featurizer.window):
+      self.pieces.append(piece)
+      self.owners.append(row)
+    self.durations[row] = len(wave) / audio.SAMPLE_RATE
+    while len(self.pieces) >= self.featurizer.batch_size:
+      self._flush()
+
+  def _flush(self):
+    size = self.featurizer.batch_size
+    batch, owners = self.pieces[:size], self.owners[:size]
+    del self.pieces[:size], self.owners[:size]
+    padded = np.zeros((size, self.featurizer.window), np.float32)  # one shape: one compilation
     padded[:len(batch)] = batch
-    outputs.append(np.asarray(featurize(padded))[:len(batch)])
-  features = np.concatenate(outputs)
-  summed = np.zeros((len(waves), features.shape[1]), np.float64)
-  np.add.at(summed, np.asarray(owners), features)
-  return (summed / np.bincount(owners, minlength=len(waves))[:, None]).astype(np.float32)
+    for owner, vector in zip(owners, np.asarray(self.fn(padded), np.float64)[:len(batch)]):
+      self.sums[owner] = self.sums.get(owner, 0.0) + vector
+      self.counts[owner] = self.counts.get(owner, 0) + 1
+
+  def result(self, num_rows: int) -> np.ndarray:
+    while self.pieces:
+      self._flush()
+    features = np.stack([self.sums[i] / self.counts[i] for i in range(num_rows)]).astype(np.float32)
+    if self.featurizer.with_duration:
+      duration = np.asarray([self.durations[i] for i in range(num_rows)], np.float32)[:, None]
+      features = np.concatenate([features, duration], axis=1)
+    return features
 
 
-def encoder_featurizer(encoder: nnx.Module, audio_config) -> Callable:
-  graphdef, state = nnx.split(encoder)
+class _RecordingAccumulator:
+  """One vector per whole recording (openSMILE)."""
 
-  @jax.jit
-  def featurize(state, waves):
-    return nnx.merge(graphdef, state).features(audio.log_mel(waves, **audio_config), train=False)
-  return lambda waves: featurize(state, waves)
+  def __init__(self, featurizer: baselines.Featurizer):
+    self.fn = featurizer.function()
+    self.vectors = {}
 
+  def add(self, row: int, wave: np.ndarray):
+    self.vectors[row] = np.asarray(self.fn(wave), np.float32)
 
-def logmel_stats_featurizer(audio_config) -> Callable:
-  @jax.jit
-  def featurize(waves):
-    spec = audio.log_mel(waves, **audio_config)
-    return jnp.concatenate([spec.mean(axis=-2), spec.std(axis=-2)], axis=-1)
-  return featurize
+  def result(self, num_rows: int) -> np.ndarray:
+    return np.stack([self.vectors[i] for i in range(num_rows)])
 
 
-def task_arrays(task, data: dict):
-  """Per split: (row indices into that split, integer labels) of the examples the task covers."""
-  out = {}
-  for split, split_data in data.items():
-    rows, ys = [], []
-    for row, labels in enumerate(split_data.labels):
-      value = labels.get(task.label_key)
-      if value is not None and value in task.classes:
-        rows.append(row)
-        ys.append(task.classes.index(value))
-    out[split] = (np.asarray(rows, np.int64), np.asarray(ys, np.int32))
+def accumulator(featurizer: baselines.Featurizer):
+  return (_ChunkAccumulator if featurizer.kind == "chunks" else _RecordingAccumulator)(featurizer)
+
+
+def featurize_waves(waves, featurizer: baselines.Featurizer, *, desc: str = "features") -> np.ndarray:
+  """One feature vector per waveform of an iterable (`acula_jax.extract` uses this)."""
+  acc, n = accumulator(featurizer), 0
+  for n, wave in enumerate(tqdm(waves, desc=desc, unit="rec", leave=False), start=1):
+    acc.add(n - 1, wave)
+  return acc.result(n)
+
+
+def chunked_features(waves: list, featurize: Callable, *, window: int, batch_size: int,
+                     desc: str = "features") -> np.ndarray:
+  """Averages `featurize` ([B, window] -> [B, d]) over each recording's chunks; fixed batch shapes."""
+  featurizer = baselines.Featurizer("fn", "fn", "chunks", featurize, window=window, batch_size=batch_size)
+  return featurize_waves(waves, featurizer, desc=desc)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Encoders as featurizers.
+# ----------------------------------------------------------------------------------------------------
+
+def _sha(obj) -> str:
+  return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def params_digest(module: nnx.Module) -> str:
+  """sha256 of an encoder's class, variable paths, shapes, dtypes and values (params + BatchNorm stats)."""
+  state = nnx.state(module, nnx.Any(nnx.Param, nnx.BatchStat)).to_pure_dict()
+  digest = hashlib.sha256(type(module).__name__.encode())
+  for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+    value = np.asarray(leaf)
+    digest.update(f"{jax.tree_util.keystr(path)}:{value.dtype}:{value.shape}".encode())
+    digest.update(np.ascontiguousarray(value).tobytes())
+  return digest.hexdigest()
+
+
+def directory_digest(path) -> str:
+  """sha256 of every file under an export directory (names and bytes): the checkpoint's identity."""
+  digest = hashlib.sha256()
+  root = pathlib.Path(path)
+  for file in sorted(p for p in root.rglob("*") if p.is_file()):
+    digest.update(str(file.relative_to(root)).encode())
+    digest.update(records.sha256_file(file).encode())
+  return digest.hexdigest()
+
+
+@dataclasses.dataclass
+class Encoder:
+  """An encoder to evaluate: loaded on first use, so cached features never need the weights."""
+  name: str
+  family: str                      # opera_gt | opera_ce | opera_ct | audiomae
+  digest: str
+  load: Callable
+  frames: int | None = None        # fixed input frames (ViTs); None = the task's seconds
+  _module: nnx.Module | None = None
+
+  def module(self) -> nnx.Module:
+    if self._module is None:
+      self._module = self.load()
+    return self._module
+
+
+def from_module(name: str, module: nnx.Module, *, family="opera_gt", frames=None) -> Encoder:
+  return Encoder(name, family, params_digest(module), lambda: module, frames, module)
+
+
+def _model_frames(model_config: dict):
+  if "spec_frames" in model_config:
+    return int(model_config["spec_frames"])
+  if "spec_shape" in model_config:
+    return int(model_config["spec_shape"][0])
+  return None
+
+
+def from_export(name: str, path) -> Encoder:
+  """An exported encoder (train's export/ or `acula_jax.convert` output), loaded lazily."""
+  from acula_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  directory = checkpointing._export_dir(path)  # pylint: disable=protected-access
+  manifest = json.loads((directory / "manifest.json").read_text())
+  model = manifest.get("model", {})
+  family = model.get("name", "opera_gt")
+  frames = _model_frames(model) if family in ("opera_gt", "audiomae") else None
+
+  def load():
+    if "source" in manifest:  # converted from PyTorch: any encoder kind, BatchNorm statistics included
+      from acula_jax import convert  # pylint: disable=g-import-not-at-top
+      return convert.load_export(directory)
+    return checkpointing.load_encoder(directory)
+  return Encoder(name, family, directory_digest(directory), load, frames)
+
+
+_JITTED = {}
+
+
+def _encoder_fn(encoder: Encoder, audio_config: dict) -> Callable:
+  """Jitted [B, n] waves -> [B, d] features (compiled once per encoder and window)."""
+  if encoder.family == "audiomae":
+    raise ValueError(f"encoder {encoder.name!r}: AudioMAE needs its Kaldi fbank front end (128 bins, "
+                     "10 ms hop), which acula_jax.audio does not implement yet")
+  key = (encoder.digest, _sha(audio_config))
+  if key not in _JITTED:
+    graphdef, state = nnx.split(encoder.module())
+
+    @jax.jit
+    def featurize(state, waves):
+      return nnx.merge(graphdef, state).features(audio.log_mel(waves, **audio_config), train=False)
+    _JITTED[key] = lambda waves: featurize(state, jnp.asarray(waves))
+  return _JITTED[key]
+
+
+def encoder_window(encoder: Encoder, task, audio_config: dict, default_window: int | None = None) -> int:
+  """Chunk length in samples: the model's fixed input, else `default_window`, else the task's seconds."""
+  if encoder.frames:
+    return audio.num_samples_for_frames(encoder.frames, audio_config.get("hop", 512))
+  if default_window:
+    return default_window
+  return int(round(task.audio_seconds(encoder.family) * audio.SAMPLE_RATE))
+
+
+def encoder_featurizer(encoder: Encoder, audio_config: dict, window: int, *,
+                       batch_size: int = 32) -> baselines.Featurizer:
+  audio_config = dict(audio_config)
+  key = f"{encoder.family}-{encoder.digest[:16]}-{_sha([audio_config, window, FEATURE_FORMAT])[:10]}"
+  return baselines.Featurizer(encoder.name, key, "chunks", None, window=window, batch_size=batch_size,
+                              factory=lambda: _encoder_fn(encoder, audio_config),
+                              info={"family": encoder.family, "digest": encoder.digest,
+                                    "window": window, "audio": audio_config})
+
+
+# ----------------------------------------------------------------------------------------------------
+# Records, their index and cached features.
+# ----------------------------------------------------------------------------------------------------
+
+def _ordered_splits(counts: dict) -> list:
+  return [s for s in SPLITS if s in counts] + sorted(s for s in counts if s not in SPLITS)
+
+
+def _index_row(example: dict) -> dict:
+  return {"id": example["id"], "split": example["split"], "subject_id": example["subject_id"] or example["id"],
+          "labels": example["labels"], "metadata": example["metadata"],
+          "num_samples": int(example["num_samples"])}
+
+
+def _write_atomic(path: pathlib.Path, write):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+  with open(tmp, "wb") as f:
+    write(f)
+  os.replace(tmp, path)
+
+
+def _extract_split(records_dir, split: str, featurizers: list, *, total: int, desc: str):
+  """Reads one split once: its index rows and every featurizer's features."""
+  accumulators = [accumulator(f) for f in featurizers]
+  rows = []
+  examples = input_pipeline.iterate_split(records_dir, split)
+  for example in tqdm(examples, total=total, desc=desc, unit="rec", leave=False):
+    for acc in accumulators:
+      acc.add(len(rows), example["audio"])
+    rows.append(_index_row(example))
+  return rows, [acc.result(len(rows)) for acc in accumulators]
+
+
+class RecordsStore:
+  """A prepared records folder with its index and on-disk features cache (none when cache_dir is None)."""
+
+  def __init__(self, records_dir, cache_dir=None):
+    self.records_dir = os.fspath(records_dir)
+    manifest = records.read_manifest(self.records_dir)
+    self.key = _sha(manifest)[:12]
+    self.name = os.path.basename(os.path.normpath(self.records_dir)) or "records"
+    self.counts = manifest.get("counts", {})
+    self.splits = _ordered_splits(self.counts)
+    self.root = pathlib.Path(cache_dir, f"{self.name}-{self.key}") if cache_dir else None
+    self._index = None
+
+  def _index_path(self, split):
+    return self.root / "index" / f"{split}.json" if self.root else None
+
+  def _feature_path(self, featurizer, split):
+    return self.root / featurizer.key / f"{split}.npz" if self.root else None
+
+  def _cached_index(self, split):
+    path = self._index_path(split)
+    return json.loads(path.read_text()) if path and path.is_file() else None
+
+  def _cached_features(self, featurizer, split, num_rows):
+    path = self._feature_path(featurizer, split)
+    if not path or not path.is_file():
+      return None
+    with np.load(path) as data:
+      features = data["features"]
+    return features if features.shape[0] == num_rows else None
+
+  def _split(self, split: str, featurizers: list):
+    """(rows, {featurizer key: features}) of one split, extracting only what the cache lacks."""
+    rows = self._cached_index(split)
+    found = {}
+    for f in featurizers:
+      cached = self._cached_features(f, split, len(rows)) if rows is not None else None
+      if cached is not None:
+        found[f.key] = cached
+    missing = [f for f in featurizers if f.key not in found]
+    if rows is None or missing:
+      names = ", ".join(f.name for f in missing) or "index"
+      rows, features = _extract_split(self.records_dir, split, missing, total=self.counts.get(split),
+                                      desc=f"{self.name}/{split}: {names}")
+      self._save(split, rows, dict(zip([f.key for f in missing], features)), missing)
+      found.update(zip([f.key for f in missing], features))
+    return rows, found
+
+  def _save(self, split, rows, features: dict, featurizers: list):
+    if not self.root:
+      return
+    _write_atomic(self._index_path(split), lambda f: f.write(json.dumps(rows).encode()))
+    for featurizer in featurizers:
+      ids = np.asarray([r["id"] for r in rows])
+      _write_atomic(self._feature_path(featurizer, split),
+                    lambda f, x=features[featurizer.key]: np.savez(f, features=x, ids=ids))
+      info_path = self.root / featurizer.key / "info.json"
+      if not info_path.exists():
+        _write_atomic(info_path, lambda f, fz=featurizer: f.write(json.dumps(
+            {"name": fz.name, "kind": fz.kind, **fz.info}, default=str, indent=2).encode()))
+
+  def load(self, featurizers: list):
+    """(index rows of every split, {featurizer key: [N, d] features aligned with the rows})."""
+    all_rows, parts = [], {f.key: [] for f in featurizers}
+    for split in self.splits:
+      rows, found = self._split(split, featurizers)
+      all_rows += rows
+      for key in parts:
+        parts[key].append(found[key])
+    self._index = all_rows
+    return all_rows, {k: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for k, v in parts.items()}
+
+  def index(self) -> list:
+    if self._index is None:
+      self._index, _ = self.load([])
+    return self._index
+
+
+def records_index(records_dir, cache_dir=None) -> list:
+  """Index rows (id, split, subject_id, labels, metadata, num_samples) of every split of a records folder."""
+  return RecordsStore(records_dir, cache_dir).index()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Probing one task on one feature set.
+# ----------------------------------------------------------------------------------------------------
+
+def _probe_config(base: dict, task) -> dict:
+  config = dict(base)
+  config.update(task.probe_overrides())
+  return config
+
+
+def _standardized(features, fold, standardize: bool):
+  parts = [features[fold.train], features[fold.valid], features[fold.test]]
+  return probe.standardize(*parts) if standardize else parts
+
+
+def _classify_fold(task, features, targets, fold, config, seeds):
+  """Test probabilities [S, n_test, C] of every seed's probe on one fold."""
+  x_tr, x_va, x_te = _standardized(features, fold, config.get("standardize", True))
+  y_tr, y_va = targets[fold.train].astype(np.int32), targets[fold.valid].astype(np.int32)
+  if not len(y_va):  # nothing to select an epoch on: the training set stands in
+    x_va, y_va = x_tr, y_tr
+  w, b, _ = probe.train_probes(
+      jnp.arange(seeds), x_tr, y_tr, x_va, y_va, num_classes=len(task.classes), epochs=config["epochs"],
+      batch_size=config["batch_size"], learning_rate=config["learning_rate"], decay=config["decay"],
+      l2=config["l2"], clip=config.get("clip", 1.0))
+  return np.asarray(probe.predict_proba(w, b, x_te))
+
+
+def _regress_fold(task, features, targets, fold, config, seeds):
+  """Test predictions [S, n_test] (one row for the deterministic least-squares head)."""
+  x_tr, x_va, x_te = _standardized(features, fold, True)
+  y_tr, y_va = targets[fold.train], targets[fold.valid]
+  if task.head == "ols":
+    w, b = probe.fit_ols(np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va]))
+    return probe.predict_ols(w, b, x_te)[None]
+  if not len(y_va):
+    x_va, y_va = x_tr, y_tr
+  params, _ = probe.train_regressors(
+      jnp.arange(seeds), x_tr, jnp.asarray(y_tr, jnp.float32), x_va, jnp.asarray(y_va, jnp.float32),
+      hidden=x_tr.shape[1], epochs=config["epochs"], batch_size=config["batch_size"],
+      learning_rate=config["learning_rate"], decay=config["decay"], l2=config["l2"],
+      clip=config.get("clip", 1.0))
+  return np.asarray(probe.predict_regression(params, x_te))
+
+
+def _summary(values) -> dict:
+  values = np.asarray(values, np.float64)
+  return {"mean": float(np.nanmean(values)), "std": float(np.nanstd(values))}
+
+
+def _classification_outcome(task, folds, targets, probabilities) -> tuple:
+  num_classes = len(task.classes)
+  if folds.aggregate == "pooled":
+    y = np.concatenate([targets[f.test] for f in folds.folds]).astype(int)
+    pooled = np.concatenate(probabilities, axis=1)
+    per_seed = [probe.auroc(p, y, num_classes) for p in pooled]
+    detail = {"y": y, "proba": pooled[0]}
+  else:
+    per_fold = [[probe.auroc(p, targets[f.test].astype(int), num_classes) for p in probs]
+                for f, probs in zip(folds.folds, probabilities)]
+    per_seed = list(np.nanmean(np.asarray(per_fold), axis=0))
+    y = np.concatenate([targets[f.test] for f in folds.folds]).astype(int)
+    detail = {"y": y, "proba": np.concatenate([p[0] for p in probabilities])}
+  outcome = {"metric": "auroc", **_summary(per_seed), "per_seed": [float(v) for v in per_seed]}
+  if folds.aggregate == "mean":
+    outcome["per_fold"] = {f.name: float(np.mean(v)) for f, v in zip(folds.folds, per_fold)}
+  return outcome, detail
+
+
+def _regression_outcome(folds, targets, predictions) -> tuple:
+  truths = [targets[f.test] for f in folds.folds]
+  if folds.aggregate == "per_fold":  # OPERA: mean ± std over the leave-one-subject-out folds
+    maes = [np.mean([probe.mae(y, p) for p in preds]) for y, preds in zip(truths, predictions)]
+    mapes = [np.mean([probe.mape(y, p) for p in preds]) for y, preds in zip(truths, predictions)]
+    spread = {"per_fold": {f.name: float(m) for f, m in zip(folds.folds, maes)}}
+  else:  # one fold: mean ± std over seeds
+    maes = [probe.mae(truths[0], p) for p in predictions[0]]
+    mapes = [probe.mape(truths[0], p) for p in predictions[0]]
+    spread = {"per_seed": [float(m) for m in maes]}
+  mape = _summary(mapes)
+  outcome = {"metric": "mae", **_summary(maes), "mape_mean": mape["mean"], "mape_std": mape["std"], **spread}
+  detail = {"y": np.concatenate(truths), "pred": np.concatenate([p.mean(0) for p in predictions])}
+  return outcome, detail
+
+
+def probe_task(task, index: list, features: np.ndarray, probe_config: dict, *, seeds: int):
+  """(outcome for results.json, details for the report) of one task on one feature matrix."""
+  folds = tasks_lib.make_folds(task, index)
+  config = _probe_config(probe_config, task)
+  targets = np.asarray([task.target(r["labels"]) if task.applies_to(r) else np.nan for r in index], np.float64)
+  if task.is_regression:
+    predictions = [_regress_fold(task, features, targets, f, config, seeds) for f in folds.folds]
+    outcome, detail = _regression_outcome(folds, targets, predictions)
+  else:
+    probabilities = [_classify_fold(task, features, targets, f, config, seeds) for f in folds.folds]
+    outcome, detail = _classification_outcome(task, folds, targets, probabilities)
+  sizes = {side: int(sum(len(getattr(f, side)) for f in folds.folds)) for side in ("train", "valid", "test")}
+  outcome.update(num_train=sizes["train"], num_valid=sizes["valid"], num_test=sizes["test"],
+                 num_folds=len(folds.folds), protocol=task.protocol)
+  if folds.skipped:
+    outcome["skipped_folds"] = [f"{name}: {reason}" for name, reason in folds.skipped]
+  return outcome, detail
+
+
+# ----------------------------------------------------------------------------------------------------
+# The evaluation.
+# ----------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Setup:
+  """What an evaluation needs besides the tasks: featurizers, probe settings and where things go."""
+  encoders: list                   # [Encoder]
+  baselines: dict                  # display name -> Featurizer (task independent)
+  audio_config: dict
+  probe_config: dict
+  seeds: int
+  out_dir: pathlib.Path
+  feature_batch_size: int = 32
+  default_window: int | None = None  # chunk length for encoders without fixed frames (train path)
+  data_root: str = ""
+  fallback_records: str = ""       # records of tasks that name none (train path: config.data.records_dir)
+  tsne_points: int = 600
+
+
+def task_records_dir(task, setup: Setup) -> str:
+  if task.records_dir:
+    return task.records_dir
+  if setup.data_root:
+    return os.path.join(setup.data_root, task.records)
+  if setup.fallback_records:
+    return setup.fallback_records
+  raise ValueError(f"task {task.name}: no --data_root given (it reads <data_root>/{task.records})")
+
+
+def featurizers_for(task, setup: Setup) -> dict:
+  """display name -> Featurizer for one task: the baselines, then the encoders."""
+  out = dict(setup.baselines)
+  for encoder in setup.encoders:
+    window = encoder_window(encoder, task, setup.audio_config, setup.default_window)
+    out[encoder.name] = encoder_featurizer(encoder, setup.audio_config, window,
+                                           batch_size=setup.feature_batch_size)
   return out
 
 
-def test_auroc(probabilities: np.ndarray, y: np.ndarray, num_classes: int) -> float:
-  """sklearn macro one-vs-rest AUROC over the classes present in the test labels."""
-  if num_classes == 2:
-    return float(sk_metrics.roc_auc_score(y, probabilities[:, 1]))
-  present = [c for c in range(num_classes) if 0 < (y == c).sum() < len(y)]
-  return float(np.mean([sk_metrics.roc_auc_score(y == c, probabilities[:, c]) for c in present]))
+def _missing_records(task, setup) -> str:
+  try:
+    directory = task_records_dir(task, setup)
+  except ValueError as e:
+    return str(e)
+  if os.path.isfile(os.path.join(directory, records.MANIFEST)):
+    return ""
+  return f"no prepared records at {directory} (make them with: {task.prepare_command()})"
 
 
-def probe_task(task, features: dict, arrays: dict, probe_config) -> dict:
-  """Trains the probes of one task on one encoder's features; AUROC per seed on the test split."""
-  (tr_rows, y_tr), (va_rows, y_va), (te_rows, y_te) = (arrays[s] for s in SPLITS)
-  x_tr, x_va, x_te = (features[s][rows] for s, rows in zip(SPLITS, (tr_rows, va_rows, te_rows)))
-  if probe_config.get("standardize", True):
-    x_tr, x_va, x_te = probe.standardize(x_tr, x_va, x_te)
-  num_classes = len(task.classes)
-  w, b, best_val = probe.train_probes(
-      jnp.arange(probe_config.seeds), x_tr, y_tr, x_va, y_va, num_classes=num_classes,
-      epochs=probe_config.epochs, batch_size=probe_config.batch_size,
-      learning_rate=probe_config.learning_rate, decay=probe_config.decay, l2=probe_config.l2)
-  probabilities = np.asarray(probe.predict_proba(w, b, x_te))
-  per_seed = [test_auroc(p, y_te, num_classes) for p in probabilities]
-  return {"metric": "auroc", "mean": float(np.mean(per_seed)), "std": float(np.std(per_seed)),
-          "per_seed": per_seed, "best_valid_auroc": np.asarray(best_val).tolist(),
-          "num_train": len(y_tr), "num_valid": len(y_va), "num_test": len(y_te)}
-
-
-def evaluate_encoders(config, out_dir, encoders: dict) -> dict:
-  """Probes every encoder (name -> nnx encoder) and the log-mel baseline on the configured tasks."""
-  out_dir = pathlib.Path(out_dir)
-  out_dir.mkdir(parents=True, exist_ok=True)
-  tasks = resolve_tasks(config.eval.tasks)
-  data = load_splits(config.data.records_dir)
-  window = input_pipeline.clip_samples(config)
-  featurizers = {BASELINE: logmel_stats_featurizer(config.audio)}
-  featurizers.update({name: encoder_featurizer(enc, config.audio) for name, enc in encoders.items()})
-
-  results = {"tasks": {}, "encoders": list(featurizers), "probe": config.eval.probe.to_dict()}
-  for name, featurize in featurizers.items():
-    features = {split: chunked_features(data[split].waves, featurize, window=window,
-                                        batch_size=config.eval.feature_batch_size,
-                                        desc=f"features {name} {split}") for split in SPLITS}
-    for task in tqdm(tasks, desc=f"probe {name}", unit="task"):
-      outcome = probe_task(task, features, task_arrays(task, data), config.eval.probe)
+def run(task_list: list, setup: Setup) -> dict:
+  """Evaluates every featurizer on every task; writes results.json, results.md and report.html."""
+  from acula_jax import report_html  # pylint: disable=g-import-not-at-top
+  setup.out_dir.mkdir(parents=True, exist_ok=True)
+  names = list(setup.baselines) + [e.name for e in setup.encoders]
+  results = {"encoders": names, "tasks": {}, "task_info": {}, "skipped_tasks": {},
+             "probe": {**setup.probe_config, "seeds": setup.seeds}, "features": {}}
+  details, maps = {}, []
+  usable = []
+  for task in task_list:
+    reason = _missing_records(task, setup)
+    if reason:
+      if setup.data_root or task.records_dir:
+        logging.warning("skipping task %s: %s", task.name, reason)
+        results["skipped_tasks"][task.name] = reason
+        continue
+      raise ValueError(f"task {task.name}: {reason}")
+    usable.append(task)
+  if not usable:
+    raise ValueError(f"no task has prepared records: {results['skipped_tasks']}")
+  stores = {}
+  for task in tqdm(usable, desc="tasks", unit="task"):
+    directory = task_records_dir(task, setup)
+    store = stores.setdefault(directory, RecordsStore(directory, setup.out_dir / "features"))
+    featurizers = featurizers_for(task, setup)
+    index, features = store.load(list(featurizers.values()))
+    results["task_info"][task.name] = task.info() | {"records": directory}
+    for name, featurizer in tqdm(featurizers.items(), desc=f"probe {task.name}", unit="enc", leave=False):
+      outcome, detail = probe_task(task, index, features[featurizer.key], setup.probe_config, seeds=setup.seeds)
       results["tasks"].setdefault(task.name, {})[name] = outcome
-      logging.info("%s / %s: AUROC %.3f ± %.3f", task.name, name, outcome["mean"], outcome["std"])
-  (out_dir / "results.json").write_text(json.dumps(results, indent=2))
-  (out_dir / "results.md").write_text(results_table(results))
-  print(results_table(results))
+      details.setdefault(task.name, {})[name] = detail
+      results["features"].setdefault(name, {})[task.name] = featurizer.key
+      logging.info("%s / %s: %s %.3f ± %.3f", task.name, name, outcome["metric"], outcome["mean"], outcome["std"])
+    maps += report_html.embedding_maps(task, index, {e.name: features[featurizers[e.name].key]
+                                                     for e in setup.encoders},
+                                       max_points=setup.tsne_points, cache=store)
+  (setup.out_dir / "results.json").write_text(json.dumps(results, indent=2, default=float))
+  table = results_table(results)
+  (setup.out_dir / "results.md").write_text(table)
+  (setup.out_dir / "report.html").write_text(report_html.render(results, details, maps))
+  print(table)
   return results
+
+
+def _cell(outcome: dict, *, bold: bool) -> str:
+  text = f"{outcome['mean']:.3f} ± {outcome['std']:.3f}"
+  if outcome["metric"] == "mae":
+    text += f" ({outcome['mape_mean']:.1f}%)"
+  return f"**{text}**" if bold else text
+
+
+def best_encoder(by_encoder: dict) -> str:
+  """The encoder with the best mean: highest AUROC, lowest MAE."""
+  items = [(n, r) for n, r in by_encoder.items() if np.isfinite(r["mean"])]
+  if not items:
+    return ""
+  sign = -1.0 if items[0][1]["metric"] == "mae" else 1.0
+  return max(items, key=lambda item: sign * item[1]["mean"])[0]
 
 
 def results_table(results: dict) -> str:
   """Markdown table: one row per task, one column per encoder, best mean in bold."""
   names = results["encoders"]
-  lines = ["| task | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+  lines = ["| task | metric | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
   for task, by_encoder in results["tasks"].items():
-    best = max(by_encoder[n]["mean"] for n in names)
-    cells = []
-    for n in names:
-      r = by_encoder[n]
-      cell = f"{r['mean']:.3f} ± {r['std']:.3f}"
-      cells.append(f"**{cell}**" if r["mean"] == best else cell)
-    lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    best = best_encoder(by_encoder)
+    metric = next(iter(by_encoder.values()))["metric"]
+    metric = "MAE (MAPE)" if metric == "mae" else "AUROC"
+    cells = [_cell(by_encoder[n], bold=n == best) if n in by_encoder else "-" for n in names]
+    lines.append(f"| {task} | {metric} | " + " | ".join(cells) + " |")
   seeds = results["probe"]["seeds"]
-  lines.append(f"\nTest macro AUROC, mean ± std over {seeds} probe seeds (linear probe on frozen features).")
+  lines.append(f"\nClassification: test macro AUROC, mean ± std over {seeds} probe seeds (linear probe on "
+               "frozen features; leave-one-out tasks pool the held-out predictions). Regression: MAE "
+               "(MAPE), mean ± std over leave-one-subject-out folds. Best per task in bold.")
+  for task, reason in results.get("skipped_tasks", {}).items():
+    lines.append(f"\nSkipped {task}: {reason}")
   return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Entry points.
+# ----------------------------------------------------------------------------------------------------
+
+def _base_probe_config(probe_config) -> dict:
+  config = probe_config.to_dict() if hasattr(probe_config, "to_dict") else dict(probe_config)
+  seeds = int(config.pop("seeds", 5))
+  return config, seeds
+
+
+def evaluate_encoders(config, out_dir, encoders: dict) -> dict:
+  """Probes every encoder (name -> nnx encoder) and the baselines on `config.eval.tasks`.
+
+  Called at the end of `train.train_and_evaluate`; tasks that name no records folder read
+  `config.data.records_dir` (the demo tasks), others `config.eval.data_root`/<task records>.
+  """
+  out_dir = pathlib.Path(out_dir)
+  window = input_pipeline.clip_samples(config)
+  audio_config = config.audio.to_dict()
+  batch_size = config.eval.feature_batch_size
+  baseline_names = list(config.eval.get("baselines", ("logmel",)))
+  probe_config, seeds = _base_probe_config(config.eval.probe)
+  setup = Setup(encoders=[from_module(name, module) for name, module in encoders.items()],
+                baselines=baselines.build(baseline_names, audio_config, window, batch_size=batch_size),
+                audio_config=audio_config, probe_config=probe_config, seeds=seeds, out_dir=out_dir,
+                feature_batch_size=batch_size, default_window=window,
+                data_root=config.eval.get("data_root", ""), fallback_records=config.data.records_dir,
+                tsne_points=config.eval.get("tsne_points", 600))
+  return run(tasks_lib.resolve(config.eval.tasks), setup)
+
+
+def parse_encoders(values, checkpoint: str = "") -> list:
+  """[(name, path)] from --encoder=name=path items; a bare --encoder=name takes --checkpoint."""
+  out = []
+  for value in values:
+    name, sep, path = value.partition("=")
+    if not sep:
+      if not checkpoint:
+        raise ValueError(f"--encoder={value} needs --checkpoint=EXPORT_DIR (or use --encoder=name=path)")
+      path = checkpoint
+    out.append((name.strip(), path.strip()))
+  names = [n for n, _ in out]
+  if len(set(names)) != len(names):
+    raise ValueError(f"encoder names must be unique, got {names}")
+  return out
+
+
+def workdir_encoders(workdir) -> list:
+  """[(name, export path)] of a training workdir: its init_from export (if any) and its own export."""
+  workdir = pathlib.Path(workdir)
+  out = []
+  config_path = workdir / "config.json"
+  config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+  init = config.get("init_from")
+  if init and any((pathlib.Path(init) / sub / "manifest.json").is_file() for sub in ("", "export")):
+    out.append((f"init from {init}", init))
+  if (workdir / "export" / "manifest.json").is_file():
+    loss = config.get("loss", {})
+    aligned = config.get("data", {}).get("teacher_dir") and loss.get("align_weight", 1.0) > 0
+    out.append((f"aligned ({loss.get('alignment', '?')})" if aligned else "trained", str(workdir / "export")))
+  return out
+
+
+def _define_flags():
+  """CLI flags, defined only when run as a program (importing this module defines none)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string("workdir", None, "Results go to WORKDIR/eval; its encoders are used by default.")
+  flags.DEFINE_string("tasks", "demo", "Comma-separated tasks, groups or table:DIR:LABEL specs.")
+  flags.DEFINE_string("data_root", "", "Folder holding one prepared records folder per task family.")
+  flags.DEFINE_multi_string("encoder", [], "name=EXPORT_DIR (repeatable), or a name with --checkpoint.")
+  flags.DEFINE_string("checkpoint", "", "Export directory for a bare --encoder=NAME.")
+  flags.DEFINE_string("baselines", "logmel,egemaps", "Feature baselines: logmel, egemaps, compare.")
+  flags.DEFINE_integer("seeds", 5, "Probe seeds.")
+  flags.DEFINE_integer("epochs", 64, "Probe epochs.")
+  flags.DEFINE_integer("feature_batch_size", 32, "Chunks per encoder call.")
+  flags.DEFINE_integer("tsne_points", 600, "At most this many recordings per t-SNE map (0: no maps).")
+  flags.DEFINE_bool("zeroshot", False, "Also run zero-shot classification and retrieval (needs export/heads).")
+  flags.mark_flags_as_required(["workdir"])
+
+
+def _cli_setup(cfg) -> Setup:
+  from configs import acula as acula_config  # pylint: disable=g-import-not-at-top
+  defaults = acula_config.get_config()
+  workdir = pathlib.Path(cfg.workdir)
+  saved = json.loads((workdir / "config.json").read_text()) if (workdir / "config.json").is_file() else {}
+  audio_config = saved.get("audio") or defaults.audio.to_dict()
+  probe_config, _ = _base_probe_config(defaults.eval.probe)
+  probe_config["epochs"] = cfg.epochs
+  pairs = parse_encoders(cfg.encoder, cfg.checkpoint) if cfg.encoder else workdir_encoders(workdir)
+  encoders = [from_export(name, path) for name, path in pairs]
+  gt_window = audio.num_samples_for_frames(256, audio_config.get("hop", 512))
+  names = [n.strip() for n in cfg.baselines.split(",") if n.strip()]
+  return Setup(encoders=encoders,
+               baselines=baselines.build(names, audio_config, gt_window, batch_size=cfg.feature_batch_size),
+               audio_config=audio_config, probe_config=probe_config, seeds=cfg.seeds,
+               out_dir=workdir / "eval", feature_batch_size=cfg.feature_batch_size, data_root=cfg.data_root,
+               tsne_points=cfg.tsne_points)
+
+
+def _main(argv):
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  cfg = flags.FLAGS
+  setup = _cli_setup(cfg)
+  task_list = tasks_lib.resolve(cfg.tasks)
+  if not setup.encoders and not setup.baselines:
+    raise app.UsageError("nothing to evaluate: no --encoder, no export in --workdir and no --baselines")
+  run(task_list, setup)
+  if cfg.zeroshot:
+    from acula_jax import zeroshot  # pylint: disable=g-import-not-at-top
+    zeroshot.run_cli(cfg.workdir, task_list, setup)
+
+
+def main():
+  from absl import app  # pylint: disable=g-import-not-at-top
+  _define_flags()
+  app.run(_main)
+
+
+if __name__ == "__main__":
+  main()

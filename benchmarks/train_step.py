@@ -1,7 +1,8 @@
 r"""One OPERA-GT AcuLa training step: this repo's JAX step vs the authors' PyTorch formulation, same run.
 
   .venv/bin/python benchmarks/train_step.py [--batch=48] [--steps=3] [--warmup=1] [--threads=N]
-      [--loss=reference_gram|linear_cka] [--text_dim=384] [--decoder_depth=6] [--phase=both|jax|torch]
+      [--loss=reference_gram|linear_cka] [--text_dim=384] [--decoder_depth=6]
+      [--torch_attention=sdpa|manual] [--phase=both|jax|torch] [--json]
 
 Both sides run the same step at full size: OPERA-GT's MAE ViT-S (256 x 64 log-mel, 4 x 4 patches ->
 1024 tokens, width 384, 12 pre-LN blocks, 6 heads), 70% masking, a transformer decoder (width 256, 8 heads,
@@ -14,13 +15,18 @@ unmasked encoder pass whose pooled features feed the audio head (384 -> 1024 -> 
          as `train.train_and_evaluate` builds them. Input: random waveforms, so the step includes the
          log-mel front end; the log-mel alone is timed too, and the table also gives the step without it.
   torch: plain torch.nn (no timm): Conv2d patch embedding, timm-layout blocks with
-         F.scaled_dot_product_attention, MAE's random masking and decoder, MLP heads, loss =
+         F.scaled_dot_product_attention (or, --torch_attention=manual, the older timm Block's explicit
+         softmax(q k^T) v), MAE's random masking and decoder, MLP heads, loss =
          (1 - reference Gram "CKA") + MAE loss, torch.optim.AdamW, clip_grad_norm_(1.0). Input:
          precomputed spectrograms (librosa, outside the timing), as the authors' loader provides them.
 
 Each framework runs in its own child process (so peak RSS is per framework and the thread pools do not
 compete), pinned to the same `--threads` cores (sched_setaffinity + torch.set_num_threads). Warm-up steps
 (JAX compilation) are excluded from the timing. Prints a markdown table.
+
+Memory (measured at batch 2 and 8 on CPU): peak RSS grows by about 1.8 GiB per example for the JAX step,
+mostly XLA's materialised [B, heads, 1025, 1025] float32 attention scores, and by about 0.55 GiB for
+torch with SDPA, so batch 48 needs roughly 90 GiB (JAX) and 27 GiB (torch) of RAM.
 """
 import argparse
 import json
@@ -57,6 +63,9 @@ def parse_args(argv=None):
   parser.add_argument("--text_dim", type=int, default=384, help="teacher width (MiniLM 384)")
   parser.add_argument("--decoder_depth", type=int, default=None,
                       help="MAE decoder blocks (default: opera_gt.OPERA_GT_CONFIG's)")
+  parser.add_argument("--torch_attention", choices=("sdpa", "manual"), default="sdpa",
+                      help="torch attention: sdpa = F.scaled_dot_product_attention (timm >= 0.9); manual = "
+                      "softmax(q k^T) v with the scores materialised (timm <= 0.6, the MAE/OPERA era)")
   parser.add_argument("--phase", choices=("both", "jax", "torch"), default="both",
                       help="run both frameworks (each in a child process) or only one, in-process")
   parser.add_argument("--json", action="store_true", help="print the results as JSON after the table")
@@ -186,7 +195,7 @@ def _sincos_2d(dim, rows, cols):
   return np.concatenate([np.zeros((1, dim)), emb]).astype(np.float32)
 
 
-def build_torch_model(torch, *, decoder_depth, text_dim, width=384, depth=12, heads=6,
+def build_torch_model(torch, *, decoder_depth, text_dim, attention="sdpa", width=384, depth=12, heads=6,
                       decoder_width=256, decoder_heads=8, mlp_ratio=4.0, mask_ratio=0.7):
   """The authors' AcuLa model in plain torch: OPERA-GT MAE ViT-S + two projection MLPs."""
   nn = torch.nn
@@ -203,7 +212,11 @@ def build_torch_model(torch, *, decoder_depth, text_dim, width=384, depth=12, he
       b, n, c = x.shape
       qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
       q, k, v = qkv.unbind(0)
-      x = functional.scaled_dot_product_attention(q, k, v)  # what timm's Attention calls
+      if attention == "manual":  # timm <= 0.6 / the MAE-era Block: the n x n scores materialised
+        scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
+        x = scores.softmax(dim=-1) @ v
+      else:  # timm >= 0.9 (fused_attn): a fused kernel (flash attention on CPU)
+        x = functional.scaled_dot_product_attention(q, k, v)
       return self.proj(x.transpose(1, 2).reshape(b, n, c))
 
   class Block(nn.Module):
@@ -322,7 +335,8 @@ def run_torch(args) -> dict:
   torch.set_num_threads(args.threads)
   torch.manual_seed(0)
   gt_decoder_depth = args.decoder_depth or _opera_decoder_depth()
-  model = build_torch_model(torch, decoder_depth=gt_decoder_depth, text_dim=args.text_dim)
+  model = build_torch_model(torch, decoder_depth=gt_decoder_depth, text_dim=args.text_dim,
+                            attention=args.torch_attention)
   model.train()
   num_params = sum(p.numel() for p in model.parameters())
   optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.01)
@@ -349,7 +363,8 @@ def run_torch(args) -> dict:
   return dict(
       framework="torch", version=f"torch {torch.__version__}", devices=f"{torch.get_num_threads()} "
       "threads", num_params=num_params, warmup_s=warm, step_s=timed, loss=holder["loss"],
-      rss_built_mib=rss_built, rss_peak_mib=_peak_rss_mib(), decoder_depth=gt_decoder_depth)
+      rss_built_mib=rss_built, rss_peak_mib=_peak_rss_mib(), decoder_depth=gt_decoder_depth,
+      attention=args.torch_attention)
 
 
 def _opera_decoder_depth():
@@ -371,7 +386,8 @@ def _opera_decoder_depth():
 def _child(args, phase) -> dict:
   argv = [sys.executable, str(pathlib.Path(__file__).resolve()), f"--phase={phase}",
           f"--batch={args.batch}", f"--steps={args.steps}", f"--warmup={args.warmup}",
-          f"--threads={args.threads}", f"--loss={args.loss}", f"--text_dim={args.text_dim}"]
+          f"--threads={args.threads}", f"--loss={args.loss}", f"--text_dim={args.text_dim}",
+          f"--torch_attention={args.torch_attention}"]
   if args.decoder_depth:
     argv.append(f"--decoder_depth={args.decoder_depth}")
   env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
@@ -426,7 +442,8 @@ def report(args, results, command) -> str:
   if pt:
     step = _mean(pt["step_s"])
     lines.append(
-        f"| PyTorch (authors' formulation, plain torch.nn) | MAE pass + full pass + heads + "
+        f"| PyTorch (authors' formulation, plain torch.nn, {pt['attention']} attention) | MAE pass + "
+        f"full pass + heads + "
         f"reference Gram + AdamW (spectrograms precomputed) | {pt['num_params'] / 1e6:.2f}M | "
         f"{_mean(pt['warmup_s']) if pt['warmup_s'] else float('nan'):.1f} | {step:.2f} "
         f"({', '.join(f'{s:.2f}' for s in pt['step_s'])}) | {args.batch / step:.2f} | {_rss(pt)} |")
@@ -437,8 +454,8 @@ def report(args, results, command) -> str:
         f"ratio (examples/s, JAX / PyTorch): {torch_step / jax_step:.2f}x with the JAX log-mel in the "
         f"step, {torch_step / (jax_step - mel):.2f}x without it (same inputs as torch).",
         f"batch {args.batch}, {args.steps} timed step(s) after {max(args.warmup, 1)} (JAX) / "
-        f"{args.warmup} (torch) warm-up; decoder depth {jx['decoder_depth']}; final losses: "
-        f"JAX {jx['loss']:.4f}, torch {pt['loss']:.4f}."]
+        f"{args.warmup} (torch) warm-up; decoder depth {jx['decoder_depth']}; last losses (a finiteness "
+        f"check only: the initialisations differ): JAX {jx['loss']:.4f}, torch {pt['loss']:.4f}."]
   return "\n".join(lines)
 
 

@@ -3,12 +3,13 @@
 Nothing here reaches a cloud or a cluster: every script runs with ACULA_DRY_RUN=1 and with stubs named
 gcloud, sbatch, srun and nvidia-smi first on PATH that fail loudly if a dry run ever calls them.
 """
+import importlib.util
 import os
 import pathlib
 import shlex
+import shutil
 import socket
 import subprocess
-import shutil
 import sys
 import time
 
@@ -58,7 +59,6 @@ def tpu_main(stub_path, monkeypatch, capsys):
 
   The subprocess tests below cover the script as a user runs it; these only save interpreter starts.
   """
-  import importlib.util
   spec = importlib.util.spec_from_file_location("acula_launch_tpu", LAUNCH / "tpu.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
