@@ -3,6 +3,8 @@ r"""Entry point: `python -m acula_jax.main --config=configs/demo.py --workdir=DI
 Flags: --config (a config file, variants after ':', overrides with --config.x=y), --workdir, and the
 multi-host flags (--distributed and, off TPU/SLURM, --coordinator_address/--num_processes/--process_id).
 """
+import os
+
 import jax
 from absl import app
 from absl import flags
@@ -14,17 +16,32 @@ from acula_jax import train
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, export and eval results.")
-flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (TPU VM / SLURM / flags).")
+flags.DEFINE_bool("distributed", None, "Call jax.distributed.initialize(); default: when the "
+                  "environment says so (a multi-host TPU VM, a SLURM job of several tasks, or "
+                  "--coordinator_address).")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0, when not auto-detected.")
 flags.DEFINE_integer("num_processes", None, "Number of processes, when not auto-detected.")
 flags.DEFINE_integer("process_id", None, "This process's index, when not auto-detected.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _environment_is_distributed() -> bool:
+  """Multi-host as detected from the environment (what jax.distributed.initialize() can read)."""
+  if FLAGS.coordinator_address:
+    return True
+  if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+    return True
+  tpu_hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+  return "," in tpu_hosts or bool(os.environ.get("JAX_COORDINATOR_ADDRESS"))
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if FLAGS.distributed:
+  distributed = FLAGS.distributed
+  if distributed is None:
+    distributed = _environment_is_distributed()
+  if distributed:
     # With an explicit coordinator, process 0 binds exactly that address (not every interface).
     jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                coordinator_bind_address=FLAGS.coordinator_address,

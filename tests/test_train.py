@@ -65,10 +65,11 @@ def test_pretrain_align_probe_end_to_end(corpus, tmp_path):
   assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, before, after)))
 
 
-@pytest.mark.parametrize("loss,features", [("contrastive", "visible"), ("reference_gram", "full")])
-def test_alignment_variants_train(corpus, tmp_path, loss, features):
+@pytest.mark.parametrize("loss,features,dtype", [("contrastive", "visible", "float32"),
+                                                 ("reference_gram", "full", "bfloat16")])
+def test_alignment_variants_train(corpus, tmp_path, loss, features, dtype):
   config = tiny_config(corpus, f"tiny,loss={loss}", align_features=features, num_train_steps=2,
-                       log_every_steps=1)
+                       log_every_steps=1, **{"model.dtype": dtype})
   metrics = train.train_and_evaluate(config, tmp_path)
   assert np.isfinite(metrics["align_loss"]) and metrics["learning_rate"] > 0
 
@@ -148,3 +149,29 @@ def test_records_at_another_sample_rate_fail_naming_the_example(tmp_path):
   config.data.records_dir = str(tmp_path / "records")
   with pytest.raises(errors.BadAudioError, match=r"syn-\d+: stored at 8000 Hz"):
     train.train_and_evaluate(config, tmp_path / "work")
+
+
+def test_resume_from_another_run_continues_it(corpus, tmp_path, monkeypatch):
+  """config.resume: a new workdir continues another run's latest state and data position."""
+  config = tiny_config(corpus, "tiny,stage=pretrain", checkpoint_every_steps=3)
+  train.train_and_evaluate(config, tmp_path / "straight")
+
+  real_make = train.make_train_step
+  def stop_after_three(*args, **kwargs):
+    step_fn, calls = real_make(*args, **kwargs), []
+    def step(*a):
+      calls.append(1)
+      if len(calls) == 3:
+        os.kill(os.getpid(), signal.SIGTERM)
+      return step_fn(*a)
+    return step
+  monkeypatch.setattr(train, "make_train_step", stop_after_three)
+  train.train_and_evaluate(config, tmp_path / "first")
+  monkeypatch.setattr(train, "make_train_step", real_make)
+
+  config.resume = str(tmp_path / "first")
+  train.train_and_evaluate(config, tmp_path / "second")
+  steps = [json.loads(l)["step"] for l in (tmp_path / "second" / "metrics.jsonl").read_text().splitlines()]
+  assert steps == [4, 6]
+  straight, second = exported_params(tmp_path / "straight"), exported_params(tmp_path / "second")
+  assert all(jax.tree.leaves(jax.tree.map(np.array_equal, straight, second)))
