@@ -16,7 +16,7 @@ $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e ".[teacher,test]" $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[teacher,test,tfds]" $(TORCH)
 	touch $@
 
 # Each stage skips work that is already done (or resumes it), so an interrupted demo continues.

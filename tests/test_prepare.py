@@ -66,10 +66,10 @@ def test_option_strings_take_the_type_of_the_adapter_default():
 
   adapter = types.SimpleNamespace(NAME="fake", list_examples=list_examples)
   options = prepare.parse_options(["check_audio=false", "limit=4"], "fractions=0.6,0.2,0.2,part=LS")
-  prepare._call_adapter(adapter, "/d", options, seed=5)  # pylint: disable=protected-access
+  prepare.call_adapter(adapter, "/d", options, seed=5)  # pylint: disable=protected-access
   assert seen == dict(check_audio=False, fractions=(0.6, 0.2, 0.2), seed=5, limit="4", part="LS", dir="/d")
   with pytest.raises(ValueError, match="option check_audio=.maybe.: option value .maybe. is not a boolean"):
-    prepare._call_adapter(adapter, "/d", {"check_audio": "maybe"}, seed=0)  # pylint: disable=protected-access
+    prepare.call_adapter(adapter, "/d", {"check_audio": "maybe"}, seed=0)  # pylint: disable=protected-access
   assert prepare.coerce_option(3, True) == 3  # Python callers' values pass unchanged.
 
 
