@@ -102,13 +102,19 @@ def _inputs(batch, text_dim):
   return waves, text
 
 
-def _timed(fn, warmup, steps):
-  """Runs fn() warmup + steps times; returns (seconds of each warm-up call, seconds of each timed call)."""
+def _timed(fn, warmup, steps, cpu=None):
+  """Runs fn() warmup + steps times; returns (wall seconds of each warm-up call, of each timed call).
+
+  `cpu`, if a list, receives the process CPU seconds (all threads) of each timed call: on a shared
+  machine that is steadier than wall time, though it also counts spin-waiting threads.
+  """
   warm, timed = [], []
   for i in range(warmup + steps):
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     fn()
     (warm if i < warmup else timed).append(time.perf_counter() - start)
+    if cpu is not None and i >= warmup:
+      cpu.append(time.process_time() - start_cpu)
   return warm, timed
 
 
@@ -165,7 +171,8 @@ def run_jax(args) -> dict:
     jax.block_until_ready((holder["state"], holder["metrics"]))
     holder["step"] += 1
 
-  warm, timed = _timed(one_step, max(args.warmup, 1), args.steps)  # >= 1: never time a compile
+  cpu = []
+  warm, timed = _timed(one_step, max(args.warmup, 1), args.steps, cpu)  # >= 1: never time a compile
   rss_stepped = _peak_rss_mib()
   loss = float(holder["metrics"]["loss"])
 
@@ -175,7 +182,7 @@ def run_jax(args) -> dict:
   return dict(
       framework="jax", version=f"jax {jax.__version__}", devices=f"{jax.device_count()} "
       f"{jax.devices()[0].platform}", num_params=num_params, warmup_s=warm, step_s=timed,
-      log_mel_s=mel_timed, loss=loss, rss_built_mib=rss_built, rss_peak_mib=rss_stepped,
+      cpu_s=cpu, log_mel_s=mel_timed, loss=loss, rss_built_mib=rss_built, rss_peak_mib=rss_stepped,
       decoder_depth=config.model.decoder_depth, loss_name=args.loss)
 
 
@@ -359,10 +366,11 @@ def run_torch(args) -> dict:
     scheduler.step()
     holder["loss"] = float(loss.detach())
 
-  warm, timed = _timed(one_step, args.warmup, args.steps)
+  cpu = []
+  warm, timed = _timed(one_step, args.warmup, args.steps, cpu)
   return dict(
       framework="torch", version=f"torch {torch.__version__}", devices=f"{torch.get_num_threads()} "
-      "threads", num_params=num_params, warmup_s=warm, step_s=timed, loss=holder["loss"],
+      "threads", num_params=num_params, warmup_s=warm, step_s=timed, cpu_s=cpu, loss=holder["loss"],
       rss_built_mib=rss_built, rss_peak_mib=_peak_rss_mib(), decoder_depth=gt_decoder_depth,
       attention=args.torch_attention)
 
@@ -424,21 +432,22 @@ def report(args, results, command) -> str:
       f"command: `{command}`",
       "",
       "| framework | what one step includes | params | warm-up s | s/step (mean of timed) | examples/s "
-      "| peak RSS GiB (built / after steps) |",
-      "|---|---|---|---|---|---|---|"]
+      "| CPU s/step | peak RSS GiB (built / after steps) |",
+      "|---|---|---|---|---|---|---|---|"]
   if jx:
     step = _mean(jx["step_s"])
     mel = _mean(jx["log_mel_s"])
     lines.append(
         f"| JAX (`train.make_train_step`) | log-mel + MAE pass + full pass + heads + {jx['loss_name']} "
         f"+ AdamW | {jx['num_params'] / 1e6:.2f}M | {_mean(jx['warmup_s']):.1f} | {step:.2f} "
-        f"({', '.join(f'{s:.2f}' for s in jx['step_s'])}) | {args.batch / step:.2f} | {_rss(jx)} |")
+        f"({', '.join(f'{s:.2f}' for s in jx['step_s'])}) | {args.batch / step:.2f} | "
+        f"{_mean(jx['cpu_s']):.1f} | {_rss(jx)} |")
     lines.append(
         f"| JAX log-mel alone (jitted, same batch) | log-mel | - | - | {mel:.3f} | "
-        f"{args.batch / mel:.0f} | - |")
+        f"{args.batch / mel:.0f} | - | - |")
     lines.append(
         f"| JAX step minus log-mel (estimate) | as torch | - | - | {step - mel:.2f} | "
-        f"{args.batch / (step - mel):.2f} | - |")
+        f"{args.batch / (step - mel):.2f} | - | - |")
   if pt:
     step = _mean(pt["step_s"])
     lines.append(
@@ -446,13 +455,15 @@ def report(args, results, command) -> str:
         f"full pass + heads + "
         f"reference Gram + AdamW (spectrograms precomputed) | {pt['num_params'] / 1e6:.2f}M | "
         f"{_mean(pt['warmup_s']) if pt['warmup_s'] else float('nan'):.1f} | {step:.2f} "
-        f"({', '.join(f'{s:.2f}' for s in pt['step_s'])}) | {args.batch / step:.2f} | {_rss(pt)} |")
+        f"({', '.join(f'{s:.2f}' for s in pt['step_s'])}) | {args.batch / step:.2f} | "
+        f"{_mean(pt['cpu_s']):.1f} | {_rss(pt)} |")
   if jx and pt:
     jax_step, torch_step, mel = _mean(jx["step_s"]), _mean(pt["step_s"]), _mean(jx["log_mel_s"])
     lines += [
         "",
         f"ratio (examples/s, JAX / PyTorch): {torch_step / jax_step:.2f}x with the JAX log-mel in the "
-        f"step, {torch_step / (jax_step - mel):.2f}x without it (same inputs as torch).",
+        f"step, {torch_step / (jax_step - mel):.2f}x without it (same inputs as torch); by CPU seconds "
+        f"per step {_mean(pt['cpu_s']) / _mean(jx['cpu_s']):.2f}x.",
         f"batch {args.batch}, {args.steps} timed step(s) after {max(args.warmup, 1)} (JAX) / "
         f"{args.warmup} (torch) warm-up; decoder depth {jx['decoder_depth']}; last losses (a finiteness "
         f"check only: the initialisations differ): JAX {jx['loss']:.4f}, torch {pt['loss']:.4f}."]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 r"""Train acula_jax on a Cloud TPU VM (single host or a multi-host pod slice) from your laptop.
 
-  python launch/tpu.py create  --name=acula-v4-32 --zone=us-central2-b --accelerator_type=v4-32 [--queued --spot]
+  python launch/tpu.py create  --name=acula-v4-32 --zone=us-central2-b --accelerator_type=v4-32 [--queued]
   python launch/tpu.py install --name=acula-v4-32 --zone=us-central2-b
   python launch/tpu.py run     --name=acula-v4-32 --zone=us-central2-b --accelerator_type=v4-32 \
       --config=configs/acula.py --workdir=gs://BUCKET/acula/run1 -- --config.data.records_dir=gs://...
