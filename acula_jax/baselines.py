@@ -69,7 +69,11 @@ def logmel(audio_config, window: int, *, batch_size: int = 32) -> Featurizer:
 
 def opensmile_fn(feature_set: str) -> Callable:
   """wave (16 kHz float32) -> float32 functionals of `feature_set`; NaN (e.g. no voicing) -> 0."""
-  import opensmile  # pylint: disable=g-import-not-at-top  (optional dependency, slow import)
+  try:
+    import opensmile  # pylint: disable=g-import-not-at-top  (slow import, only for these baselines)
+  except ImportError as e:
+    raise ImportError("the openSMILE baselines need the opensmile package (pip install opensmile), or "
+                      "leave them out with --baselines=logmel") from e
   smile = opensmile.Smile(feature_set=getattr(opensmile.FeatureSet, feature_set),
                           feature_level=opensmile.FeatureLevel.Functionals)
 
@@ -81,7 +85,11 @@ def opensmile_fn(feature_set: str) -> Callable:
 
 def opensmile_baseline(name: str) -> Featurizer:
   feature_set = OPENSMILE_SETS[name]
-  version = importlib.metadata.version("opensmile")
+  try:
+    version = importlib.metadata.version("opensmile")
+  except importlib.metadata.PackageNotFoundError as e:
+    raise ImportError("the openSMILE baselines need the opensmile package (pip install opensmile), or "
+                      "leave them out with --baselines=logmel") from e
   return Featurizer(NAMES[name], f"opensmile-{feature_set}-{version}", "recording", opensmile_fn(feature_set),
                     info={"opensmile": version, "feature_set": feature_set, "level": "Functionals"})
 

@@ -28,6 +28,7 @@ What happens:
 `evaluate_encoders(config, out_dir, encoders)` is the same evaluation for `train.train_and_evaluate`.
 """
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -51,6 +52,9 @@ from acula_jax import tasks as tasks_lib
 SPLITS = ("train", "valid", "test")
 BASELINE = baselines.NAMES["logmel"]
 FEATURE_FORMAT = 1  # bump when the chunking rule or the cache layout changes
+# OPERA's regression MLP is d -> d -> 1; capped so that 6373-d ComParE features do not need a 6373^2 layer
+# (x Adam state x seeds). The OPERA encoders' widths (384-1280) are below the cap.
+MAX_MLP_HIDDEN = 1280
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -126,7 +130,7 @@ def featurize_waves(waves, featurizer: baselines.Featurizer, *, desc: str = "fea
   acc, n = accumulator(featurizer), 0
   for n, wave in enumerate(tqdm(waves, desc=desc, unit="rec", leave=False), start=1):
     acc.add(n - 1, wave)
-  return acc.result(n)
+  return acc.result(n) if n else np.zeros((0, 0), np.float32)
 
 
 def chunked_features(waves: list, featurize: Callable, *, window: int, batch_size: int,
@@ -146,7 +150,7 @@ def _sha(obj) -> str:
 
 def params_digest(module: nnx.Module) -> str:
   """sha256 of an encoder's class, variable paths, shapes, dtypes and values (params + BatchNorm stats)."""
-  state = nnx.state(module, nnx.Any(nnx.Param, nnx.BatchStat)).to_pure_dict()
+  state = nnx.to_pure_dict(nnx.state(module, nnx.Any(nnx.Param, nnx.BatchStat)))
   digest = hashlib.sha256(type(module).__name__.encode())
   for path, leaf in jax.tree_util.tree_leaves_with_path(state):
     value = np.asarray(leaf)
@@ -210,23 +214,21 @@ def from_export(name: str, path) -> Encoder:
   return Encoder(name, family, directory_digest(directory), load, frames)
 
 
-_JITTED = {}
+@functools.partial(jax.jit, static_argnames=("graphdef", "audio_items"))
+def _features(graphdef, state, waves, audio_items):
+  """Encoder features of a batch of waves; one compilation per architecture, front end and shape."""
+  spec = audio.log_mel(waves, **dict(audio_items))
+  return nnx.merge(graphdef, state).features(spec, train=False)
 
 
 def _encoder_fn(encoder: Encoder, audio_config: dict) -> Callable:
-  """Jitted [B, n] waves -> [B, d] features (compiled once per encoder and window)."""
+  """[B, n] waves -> [B, d] features of an encoder (loaded now if it was not)."""
   if encoder.family == "audiomae":
     raise ValueError(f"encoder {encoder.name!r}: AudioMAE needs its Kaldi fbank front end (128 bins, "
                      "10 ms hop), which acula_jax.audio does not implement yet")
-  key = (encoder.digest, _sha(audio_config))
-  if key not in _JITTED:
-    graphdef, state = nnx.split(encoder.module())
-
-    @jax.jit
-    def featurize(state, waves):
-      return nnx.merge(graphdef, state).features(audio.log_mel(waves, **audio_config), train=False)
-    _JITTED[key] = lambda waves: featurize(state, jnp.asarray(waves))
-  return _JITTED[key]
+  graphdef, state = nnx.split(encoder.module())
+  items = tuple(sorted(audio_config.items()))
+  return lambda waves: _features(graphdef, state, jnp.asarray(waves), items)
 
 
 def encoder_window(encoder: Encoder, task, audio_config: dict, default_window: int | None = None) -> int:
@@ -404,7 +406,7 @@ def _regress_fold(task, features, targets, fold, config, seeds):
     x_va, y_va = x_tr, y_tr
   params, _ = probe.train_regressors(
       jnp.arange(seeds), x_tr, jnp.asarray(y_tr, jnp.float32), x_va, jnp.asarray(y_va, jnp.float32),
-      hidden=x_tr.shape[1], epochs=config["epochs"], batch_size=config["batch_size"],
+      hidden=min(x_tr.shape[1], MAX_MLP_HIDDEN), epochs=config["epochs"], batch_size=config["batch_size"],
       learning_rate=config["learning_rate"], decay=config["decay"], l2=config["l2"],
       clip=config.get("clip", 1.0))
   return np.asarray(probe.predict_regression(params, x_te))
@@ -461,9 +463,11 @@ def probe_task(task, index: list, features: np.ndarray, probe_config: dict, *, s
   else:
     probabilities = [_classify_fold(task, features, targets, f, config, seeds) for f in folds.folds]
     outcome, detail = _classification_outcome(task, folds, targets, probabilities)
-  sizes = {side: int(sum(len(getattr(f, side)) for f in folds.folds)) for side in ("train", "valid", "test")}
-  outcome.update(num_train=sizes["train"], num_valid=sizes["valid"], num_test=sizes["test"],
-                 num_folds=len(folds.folds), protocol=task.protocol)
+  # Per fold (the mean when there are several) for train/valid; every fold's test set for test.
+  per_fold = lambda side: int(round(np.mean([len(getattr(f, side)) for f in folds.folds])))
+  outcome.update(num_train=per_fold("train"), num_valid=per_fold("valid"),
+                 num_test=int(sum(len(f.test) for f in folds.folds)), num_folds=len(folds.folds),
+                 protocol=task.protocol)
   if folds.skipped:
     outcome["skipped_folds"] = [f"{name}: {reason}" for name, reason in folds.skipped]
   return outcome, detail
@@ -489,6 +493,10 @@ class Setup:
   tsne_points: int = 600
 
 
+def _no_root(task) -> str:
+  return f"no --data_root given (the task reads <data_root>/{task.records})"
+
+
 def task_records_dir(task, setup: Setup) -> str:
   if task.records_dir:
     return task.records_dir
@@ -496,7 +504,7 @@ def task_records_dir(task, setup: Setup) -> str:
     return os.path.join(setup.data_root, task.records)
   if setup.fallback_records:
     return setup.fallback_records
-  raise ValueError(f"task {task.name}: no --data_root given (it reads <data_root>/{task.records})")
+  raise ValueError(f"task {task.name}: {_no_root(task)}")
 
 
 def featurizers_for(task, setup: Setup) -> dict:
@@ -512,8 +520,8 @@ def featurizers_for(task, setup: Setup) -> dict:
 def _missing_records(task, setup) -> str:
   try:
     directory = task_records_dir(task, setup)
-  except ValueError as e:
-    return str(e)
+  except ValueError:
+    return _no_root(task)
   if os.path.isfile(os.path.join(directory, records.MANIFEST)):
     return ""
   return f"no prepared records at {directory} (make them with: {task.prepare_command()})"
@@ -626,7 +634,7 @@ def evaluate_encoders(config, out_dir, encoders: dict) -> dict:
                 feature_batch_size=batch_size, default_window=window,
                 data_root=config.eval.get("data_root", ""), fallback_records=config.data.records_dir,
                 tsne_points=config.eval.get("tsne_points", 600))
-  return run(tasks_lib.resolve(config.eval.tasks), setup)
+  return run(tasks_lib.resolve(config.eval.tasks, cache_dir=out_dir / "features"), setup)
 
 
 def parse_encoders(values, checkpoint: str = "") -> list:
@@ -704,7 +712,7 @@ def _main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cfg = flags.FLAGS
   setup = _cli_setup(cfg)
-  task_list = tasks_lib.resolve(cfg.tasks)
+  task_list = tasks_lib.resolve(cfg.tasks, cache_dir=setup.out_dir / "features")
   if not setup.encoders and not setup.baselines:
     raise app.UsageError("nothing to evaluate: no --encoder, no export in --workdir and no --baselines")
   run(task_list, setup)

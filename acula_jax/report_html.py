@@ -9,6 +9,7 @@ import hashlib
 import html
 
 import numpy as np
+import threadpoolctl
 
 from acula_jax import probe
 
@@ -163,7 +164,10 @@ def tsne_2d(features: np.ndarray, *, seed: int = 0) -> np.ndarray:
   if components < x.shape[1]:
     x = PCA(n_components=components, random_state=seed).fit_transform(x)
   perplexity = float(min(30.0, max(2.0, (x.shape[0] - 1) / 3.0)))
-  return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
+  # One BLAS/OpenMP thread: on a shared 2-core machine more threads make t-SNE several times slower.
+  with threadpoolctl.threadpool_limits(1):
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", max_iter=500,
+                random_state=seed).fit_transform(x)
 
 
 def embedding_maps(task, index: list, features_by_encoder: dict, *, max_points: int = 600,
@@ -182,6 +186,11 @@ def embedding_maps(task, index: list, features_by_encoder: dict, *, max_points: 
     memo = {}
     if cache is not None:
       cache.tsne_maps = memo
+  # Tasks that differ only in protocol (PhysioNet's four) would draw the same map: draw it once.
+  signature = ("task", task.label_key, task.filters, task.classes)
+  if signature in memo:
+    return []
+  memo[signature] = task.name
   labels = [task.target(index[r]["labels"]) if task.applies_to(index[r]) else -1 for r in rows]
   entry = {"task": task.name, "classes": [str(c) for c in task.classes], "encoders": {}}
   for name, features in features_by_encoder.items():

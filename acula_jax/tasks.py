@@ -276,13 +276,16 @@ def get(name: str) -> Task:
   return reg[name]
 
 
-def resolve(spec: str) -> list:
-  """Tasks of a comma-separated spec of task names, group names and table: specs (order kept)."""
+def resolve(spec: str, *, cache_dir=None) -> list:
+  """Tasks of a comma-separated spec of task names, group names and table: specs (order kept).
+
+  `cache_dir` (the evaluation's features cache) keeps the records index that table: specs read.
+  """
   out, seen = [], set()
   all_groups = groups()
   for item in filter(None, (piece.strip() for piece in str(spec or "").split(","))):
     if item.startswith("table:"):
-      found = [parse_spec(item)]
+      found = [parse_spec(item, cache_dir=cache_dir)]
     elif item in all_groups:
       found = [get(n) for n in all_groups[item]]
     else:
@@ -298,11 +301,11 @@ def resolve(spec: str) -> list:
 # Your own table.
 # ----------------------------------------------------------------------------------------------------
 
-def parse_spec(spec: str) -> Task:
+def parse_spec(spec: str, *, cache_dir=None) -> Task:
   """`table:DIR:LABEL_COLUMN[:classification|:regression]` -> a Task on the records in DIR.
 
   The kind is inferred from the label values in DIR's records unless given; classes are the sorted
-  distinct values.
+  distinct values. Reading the labels reads the records once; with `cache_dir` their index is kept.
   """
   body = spec[len("table:"):] if spec.startswith("table:") else spec
   pieces = body.split(":")
@@ -312,7 +315,7 @@ def parse_spec(spec: str) -> Task:
   if len(pieces) < 2 or not pieces[-1] or not ":".join(pieces[:-1]):
     raise ValueError(f"task spec {spec!r}: expected table:DIR:LABEL_COLUMN[:classification|:regression]")
   records_dir, label = ":".join(pieces[:-1]), pieces[-1]
-  values = _label_values(records_dir, label)
+  values = _label_values(records_dir, label, cache_dir)
   kind = kind or infer_kind(values)
   name = f"table_{os.path.basename(os.path.normpath(records_dir))}_{label}"
   if kind == REGRESSION:
@@ -337,10 +340,10 @@ def infer_kind(values) -> str:
   return CLASSIFICATION
 
 
-def _label_values(records_dir, label) -> list:
+def _label_values(records_dir, label, cache_dir=None) -> list:
   """Every non-empty value of `label` in the records' index (all splits)."""
   from acula_jax import evaluate  # pylint: disable=g-import-not-at-top  (evaluate imports this module)
-  rows = evaluate.records_index(records_dir)
+  rows = evaluate.records_index(records_dir, cache_dir)
   values = [r["labels"][label] for r in rows if r["labels"].get(label) not in (None, "")]
   if not values:
     raise ValueError(f"{records_dir}: no record has label {label!r} "
@@ -468,8 +471,11 @@ def _unusable(task, index, fold) -> str:
   return ""
 
 
-def make_folds(task: Task, index: list, *, seed: int = 0) -> Folds:
-  """The folds of `task` over a records index (dicts with id, split, subject_id, labels, metadata)."""
+def make_folds(task: Task, index: list, *, seed: int = 0, check: bool = True) -> Folds:
+  """The folds of `task` over a records index (dicts with id, split, subject_id, labels, metadata).
+
+  With `check`, a protocol whose (only) fold cannot be scored raises ValueError saying why.
+  """
   rows = [i for i, example in enumerate(index) if task.applies_to(example)]
   if not rows:
     raise ValueError(f"task {task.name}: no record carries label {task.label_key!r} with a value in "
@@ -486,7 +492,7 @@ def make_folds(task: Task, index: list, *, seed: int = 0) -> Folds:
     folds = _leave_group_out(task, index, rows, "id" if protocol == "loo" else "subject_id", seed)
   else:
     raise ValueError(f"task {task.name}: unknown protocol {task.protocol!r}")
-  if folds.aggregate == "single":
+  if check and folds.aggregate == "single":
     reason = _unusable(task, index, folds.folds[0])
     if reason:
       raise ValueError(f"task {task.name}: {reason} under protocol {task.protocol}")

@@ -22,6 +22,7 @@ from acula_jax import losses
 from acula_jax import metric_writers
 from acula_jax import records
 from acula_jax import sharding
+from acula_jax import zeroshot
 from acula_jax.models import acula
 
 
@@ -219,6 +220,8 @@ def train_and_evaluate(config, workdir) -> dict:
   model, _ = nnx.merge(graphdef, state)
   export_dir = checkpointing.export_encoder(workdir, model.encoder, config.model)
   logging.info("Exported the encoder to %s", export_dir)
+  if teacher is not None:  # projection heads, for zero-shot classification and retrieval
+    zeroshot.export_heads(export_dir, model, config, teacher.manifest)
   if config.eval.tasks:
     before = f"init from {config.init_from}" if config.init_from else "random init"
     after = f"aligned ({config.loss.alignment})" if teacher else "MAE trained"

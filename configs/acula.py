@@ -102,4 +102,7 @@ def get_config(arg=None):
   config.eval.probe = ml_collections.ConfigDict(dict(
       learning_rate=1e-4, decay=0.97, l2=1e-5, epochs=64, batch_size=64, seeds=5))
   config.eval.feature_batch_size = 32
+  config.eval.baselines = ("logmel",)  # also "egemaps", "compare" (openSMILE functionals)
+  config.eval.data_root = ""           # prepared records per task family; "" = data.records_dir
+  config.eval.tsne_points = 600        # recordings per t-SNE map in report.html (0 = none)
   return config
