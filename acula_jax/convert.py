@@ -367,10 +367,13 @@ def _count(state_dict, pattern):
   return max(found) + 1 if found else 0
 
 
+# The released OPERA-GT (`mae_vit_small`, decoder_mode=1), in `acula.build_encoder`'s keys.
+# pos_layout: OPERA's sin-cos table (MAE's flexible one over patch_hw = (freq, time) patches);
+# an MAEViT that predates the option ignores it, and the position check then fails loudly.
 GT_CONFIG = dict(
     name="opera_gt", spec_frames=256, width=384, depth=12, num_heads=6, mlp_ratio=4.0,
     decoder="swin", decoder_width=256, decoder_depth=16, decoder_heads=16, mask_ratio=0.7,
-    norm_pix_loss=False, dtype="float32")
+    norm_pix_loss=False, pos_layout="patch_hw", dtype="float32")
 
 
 def _infer_mae(sd, skip_decoder, no_decoder):
@@ -390,18 +393,11 @@ def _infer_mae(sd, skip_decoder, no_decoder):
 
 def _build_gt(config, rngs):
   from acula_jax.models import acula  # pylint: disable=g-import-not-at-top  (heavy, avoids a cycle)
-  if config.get("decoder", "transformer") == "transformer":
-    return acula.build_encoder(ml_collections.ConfigDict(config), rngs=rngs)
-  if "swin" not in opera_gt.DECODERS:
+  if config.get("decoder", "transformer") == "swin" and "swin" not in opera_gt.DECODERS:
     raise ValueError(
         "this OPERA-GT checkpoint has a Swin decoder but opera_gt.MAEViT has no "
         "decoder='swin' yet; convert with --skip_decoder to keep the encoder only")
-  return opera_gt.MAEViT(
-      spec_shape=(config["spec_frames"], 64), width=config["width"], depth=config["depth"],
-      num_heads=config["num_heads"], mlp_ratio=config["mlp_ratio"], decoder="swin",
-      decoder_width=config["decoder_width"], decoder_depth=config["decoder_depth"],
-      decoder_heads=config["decoder_heads"], mask_ratio=config["mask_ratio"],
-      norm_pix_loss=config["norm_pix_loss"], dtype=opera_ce.parse_dtype(config["dtype"]), rngs=rngs)
+  return acula.build_encoder(ml_collections.ConfigDict(config), rngs=rngs)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,6 +4,7 @@ Numerical parity of converted encoders is in `tests/test_encoders.py`, whose PyT
 references build the state dicts used here.
 """
 import argparse
+import inspect
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 from acula_jax import checkpointing
 from acula_jax import convert
 from acula_jax.models import opera_ce
+from acula_jax.models import opera_gt
 
 torch = pytest.importorskip("torch")
 import test_encoders as ref  # pylint: disable=g-import-not-at-top,wrong-import-position  (tests/ is on sys.path)
@@ -173,6 +175,18 @@ def test_position_tables_are_checked():
   sd["pos_embed"] = sd["pos_embed"][:, ::-1].copy()
   with pytest.raises(convert.ConversionError, match="pos_embed: the checkpoint's fixed sin-cos positions"):
     convert.convert_state_dict("opera_gt", sd, overrides=ref.GT_TINY)
+
+
+def test_opera_gt_release_positions():
+  """OPERA-GT stores MAE's flexible table over patch_hw = (freq, time) patches."""
+  sd = {k: v.numpy() for k, v in _gt_state_dict().items()}
+  sd["pos_embed"] = ref.mae_flexible_pos_embed(32, (16, 8), True)[None]  # tiny grid: 8 x 16
+  sd["decoder_pos_embed"] = sd["pos_embed"]
+  if "pos_layout" in inspect.signature(opera_gt.MAEViT.__init__).parameters:
+    convert.convert_state_dict("opera_gt", sd, overrides=ref.GT_TINY)
+  else:  # an MAEViT without OPERA's table must not convert silently
+    with pytest.raises(convert.ConversionError, match="pos_embed"):
+      convert.convert_state_dict("opera_gt", sd, overrides=ref.GT_TINY)
 
 
 def test_audiomae_without_fc_norm_uses_identity():

@@ -126,10 +126,6 @@ class AudioMAE(opera_gt.MAEViT):
       x = block(x)
     return self.decoder_pred(self.decoder_norm(x)).astype(jnp.float32)
 
-  def ssl_forward(self, spec, rng):
-    """The MAE objective (`mae_forward`)."""
-    return self.mae_forward(spec, rng)
-
 
 def audiomae(*, rngs=None, dtype=jnp.float32, **overrides):
   """AudioMAE ViT-B/16; keyword args override `CONFIG` (`TINY_CONFIG` for tests)."""
@@ -142,5 +138,4 @@ def audiomae(*, rngs=None, dtype=jnp.float32, **overrides):
 def from_config(model_config, *, rngs):
   """Builds from a model config (ConfigDict or dict) with `CONFIG`'s keys and `dtype`."""
   kwargs = opera_ce.config_kwargs(dict(CONFIG, swin_feat_size=None), model_config)
-  get = model_config.get if hasattr(model_config, "get") else model_config.__getitem__
-  return AudioMAE(**kwargs, dtype=opera_ce.parse_dtype(get("dtype", "float32")), rngs=rngs)
+  return AudioMAE(**kwargs, dtype=opera_ce.parse_dtype(model_config.get("dtype", "float32")), rngs=rngs)

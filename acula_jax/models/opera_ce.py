@@ -66,39 +66,61 @@ TINY_CONFIG = dict(
 # Shared with OPERA-CT: stochastic depth, COLA crops, head and loss.
 
 
-def drop_path(x, rate, rng):
-  """Per-example stochastic depth: x / (1 - rate) or 0 (identity without rng)."""
-  if rng is None or rate <= 0.0:
+def example_keys(rng, batch):
+  """One key per example: `rng` itself if it already is a [batch] key array, else split from it.
+
+  The AcuLa step passes per-example keys so that an example's randomness does
+  not depend on how the batch is cut into micro-batches (as MAE masking).
+  """
+  if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key) and rng.shape == (batch,):
+    return rng
+  return jax.random.split(rng, batch)
+
+
+def fold_in(keys, data):
+  """`jax.random.fold_in` for each of a [B] key array."""
+  return jax.vmap(lambda k: jax.random.fold_in(k, data))(keys)
+
+
+def drop_path(x, rate, keys):
+  """Per-example stochastic depth: x / (1 - rate) or 0; identity when `keys` is None.
+
+  keys: one key per example ([B]).
+  """
+  if keys is None or rate <= 0.0:
     return x
-  keep = jax.random.bernoulli(rng, 1.0 - rate, (x.shape[0],) + (1,) * (x.ndim - 1))
+  keep = jax.vmap(lambda k: jax.random.bernoulli(k, 1.0 - rate))(keys)
+  keep = keep.reshape((x.shape[0],) + (1,) * (x.ndim - 1))
   return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
 
-def dropout(x, rate, rng):
-  """Inverted dropout; identity without rng."""
-  if rng is None or rate <= 0.0:
+def dropout(x, rate, keys):
+  """Inverted dropout with one key per example ([B]); identity when `keys` is None."""
+  if keys is None or rate <= 0.0:
     return x
-  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+  keep = jax.vmap(lambda k: jax.random.bernoulli(k, 1.0 - rate, x.shape[1:]))(keys)
   return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
 
-def random_crops(spec, crop_frames, rng):
+def random_crops(spec, crop_frames, keys):
   """One random `crop_frames` window per example (the whole clip if shorter).
 
   As OPERA's `random_crop`: start = floor(u * (T - crop)), u ~ U[0, 1).
+  keys: one key per example ([B]).
   """
-  b, t, _ = spec.shape
+  _, t, _ = spec.shape
   if crop_frames >= t:
     return spec
-  starts = jnp.floor(jax.random.uniform(rng, (b,)) * (t - crop_frames)).astype(jnp.int32)
+  u = jax.vmap(jax.random.uniform)(keys)
+  starts = jnp.floor(u * (t - crop_frames)).astype(jnp.int32)
   crop = lambda x, s: jax.lax.dynamic_slice_in_dim(x, s, crop_frames, axis=0)
   return jax.vmap(crop)(spec, starts)
 
 
-def random_multiply(spec, rng):
-  """OPERA's `random_multiply`: scales each example by U[0.9, 1.1)."""
-  scale = 0.9 + jax.random.uniform(rng, (spec.shape[0], 1, 1)) / 5.0
-  return spec * scale
+def random_multiply(spec, keys):
+  """OPERA's `random_multiply`: scales each example by U[0.9, 1.1) (one key per example)."""
+  scale = 0.9 + jax.vmap(jax.random.uniform)(keys) / 5.0
+  return spec * scale[:, None, None]
 
 
 class ColaHead(nnx.Module):
@@ -114,11 +136,12 @@ class ColaHead(nnx.Module):
     self.layer_norm = nnx.LayerNorm(dim, epsilon=1e-5, use_fast_variance=False, rngs=rngs)
     self.linear = nnx.Linear(dim, dim, use_bias=False, rngs=rngs)
 
-  def __call__(self, features, rng=None):
-    rngs = jax.random.split(rng, 3) if rng is not None else (None,) * 3
-    x = dropout(features, self.dropout_rate, rngs[0])
-    x = dropout(self.g(x), self.dropout_rate, rngs[1])
-    return dropout(jnp.tanh(self.layer_norm(x)), self.dropout_rate, rngs[2])
+  def __call__(self, features, keys=None):
+    """keys: one key per example ([B]) for dropout, or None (deterministic)."""
+    k = [None] * 3 if keys is None else [fold_in(keys, i) for i in range(3)]
+    x = dropout(features, self.dropout_rate, k[0])
+    x = dropout(self.g(x), self.dropout_rate, k[1])
+    return dropout(jnp.tanh(self.layer_norm(x)), self.dropout_rate, k[2])
 
 
 def cola_loss(z1, z2):
@@ -132,21 +155,23 @@ def cola_loss(z1, z2):
 
 
 def cola_forward(encoder, spec, rng, *, crop_frames, augment):
-  """COLA's objective for any encoder with `_encode_train(spec, rng)` and `cola_head`.
+  """COLA's objective for any encoder with `ssl_features(spec, keys)` and `cola_head`.
+
+  rng: a key, or one key per example ([B]); each example's crops, scaling,
+  drop-path and dropout come from its own key.
 
   Returns (loss, aux) with aux = {visible_features (features of the first
-  crop, [B, D]), accuracy}.
+  crop, [B, D]), accuracy (of picking the matching crop)}.
   """
-  k_crop1, k_crop2, k_mul1, k_mul2, k_enc1, k_enc2, k_head1, k_head2 = jax.random.split(rng, 8)
-  x1 = random_crops(spec, crop_frames, k_crop1)
-  x2 = random_crops(spec, crop_frames, k_crop2)
+  keys = example_keys(rng, spec.shape[0])
+  k = [fold_in(keys, i) for i in range(8)]
+  x1, x2 = random_crops(spec, crop_frames, k[0]), random_crops(spec, crop_frames, k[1])
   if augment:
-    x1, x2 = random_multiply(x1, k_mul1), random_multiply(x2, k_mul2)
+    x1, x2 = random_multiply(x1, k[2]), random_multiply(x2, k[3])
   # Two passes, as the reference: BatchNorm sees each view's own statistics.
-  f1 = encoder._encode_train(x1, k_enc1)  # pylint: disable=protected-access
-  f2 = encoder._encode_train(x2, k_enc2)  # pylint: disable=protected-access
-  z1 = encoder.cola_head.linear(encoder.cola_head(f1, k_head1))
-  z2 = encoder.cola_head(f2, k_head2)
+  f1, f2 = encoder.ssl_features(x1, k[4]), encoder.ssl_features(x2, k[5])
+  z1 = encoder.cola_head.linear(encoder.cola_head(f1, k[6]))
+  z2 = encoder.cola_head(f2, k[7])
   loss, accuracy = cola_loss(z1, z2)
   return loss, dict(visible_features=f1, accuracy=accuracy)
 
@@ -157,11 +182,10 @@ def parse_dtype(name):
 
 
 def config_kwargs(defaults, model_config):
-  """Constructor kwargs from a config mapping: known keys only, lists as tuples."""
+  """Constructor kwargs from a config mapping (dict or ConfigDict): known keys only, lists as tuples."""
   def as_tuple(v):
     return tuple(as_tuple(x) for x in v) if isinstance(v, (list, tuple)) else v
-  get = model_config.get if hasattr(model_config, "get") else model_config.__getitem__
-  return {k: as_tuple(get(k, v)) for k, v in defaults.items()}
+  return {k: as_tuple(model_config.get(k, v)) for k, v in defaults.items()}
 
 
 # ----------------------------------------------------------------------------
@@ -213,7 +237,7 @@ class MBConv(nnx.Module):
     self.residual = stride == 1 and in_ch == out_ch
     self.drop_rate = drop_rate
 
-  def __call__(self, x, *, train, rng=None):
+  def __call__(self, x, *, train, keys=None):
     y = x
     if self.expand_conv is not None:
       y = jax.nn.silu(self.bn0(self.expand_conv(y), use_running_average=not train))
@@ -223,7 +247,7 @@ class MBConv(nnx.Module):
     y = jax.nn.sigmoid(gate) * y
     y = self.bn2(self.project_conv(y), use_running_average=not train)
     if self.residual:
-      y = drop_path(y, self.drop_rate, rng) + x
+      y = drop_path(y, self.drop_rate, keys) + x
     return y
 
 
@@ -270,20 +294,23 @@ class OperaCE(nnx.Module):
   def trunk(self, spec, *, train, rng=None):
     """[B, T, F] -> [B, T', F', head_width] activations after the head BN + swish."""
     self._check(spec)
+    keys = None if rng is None else example_keys(rng, spec.shape[0])
     x = self.cnn1(spec.astype(self.dtype)[..., None])
     x = jax.nn.silu(self.bn0(self.conv_stem(x), use_running_average=not train))
     for i, block in enumerate(self.blocks):
-      x = block(x, train=train, rng=None if rng is None else jax.random.fold_in(rng, i))
+      x = block(x, train=train, keys=None if keys is None else fold_in(keys, i))
     return jax.nn.silu(self.bn1(self.conv_head(x), use_running_average=not train))
 
   def features(self, spec, *, train=False, rng=None):
     """Global average pool of the trunk -> [B, head_width] float32.
 
-    `train=True` uses (and updates) batch statistics; drop-connect needs `rng`.
+    `train=True` uses (and updates) batch statistics; drop-connect needs `rng`
+    (a key, or one per example).
     """
     return jnp.mean(self.trunk(spec, train=train, rng=rng).astype(jnp.float32), axis=(1, 2))
 
-  def _encode_train(self, spec, rng):
+  def ssl_features(self, spec, rng):
+    """Training-mode features of one COLA view (batch statistics, drop-path)."""
     return self.features(spec, train=True, rng=rng)
 
   def ssl_forward(self, spec, rng):
@@ -302,6 +329,5 @@ def opera_ce(*, rngs=None, dtype=jnp.float32, **overrides):
 def from_config(model_config, *, rngs):
   """Builds from a model config (ConfigDict or dict) with `CONFIG`'s keys and `dtype`."""
   kwargs = config_kwargs(CONFIG, model_config)
-  get = model_config.get if hasattr(model_config, "get") else model_config.__getitem__
-  return OperaCE(**kwargs, dtype=parse_dtype(get("dtype", "float32")), rngs=rngs)
+  return OperaCE(**kwargs, dtype=parse_dtype(model_config.get("dtype", "float32")), rngs=rngs)
 

@@ -189,7 +189,7 @@ class SwinBlock(nnx.Module):
     return swin_decoder.shift_mask(
         self.resolution, (self.window,) * 2, (self.shift,) * 2)
 
-  def __call__(self, x, rng=None):
+  def __call__(self, x, keys=None):
     b, l, c = x.shape
     h, w = self.resolution
     y = self.norm1(x).reshape(b, h, w, c)
@@ -202,9 +202,9 @@ class SwinBlock(nnx.Module):
         windows.reshape(-1, self.window, self.window, c), (self.window,) * 2, (h, w))
     if self.shift:
       y = jnp.roll(y, (self.shift, self.shift), axis=(1, 2))
-    rngs = jax.random.split(rng) if rng is not None else (None, None)
-    x = x + opera_ce.drop_path(y.reshape(b, l, c), self.drop_path_rate, rngs[0])
-    return x + opera_ce.drop_path(self.mlp(self.norm2(x)), self.drop_path_rate, rngs[1])
+    k = (None, None) if keys is None else (opera_ce.fold_in(keys, 0), opera_ce.fold_in(keys, 1))
+    x = x + opera_ce.drop_path(y.reshape(b, l, c), self.drop_path_rate, k[0])
+    return x + opera_ce.drop_path(self.mlp(self.norm2(x)), self.drop_path_rate, k[1])
 
 
 class PatchMerging(nnx.Module):
@@ -236,9 +236,9 @@ class Stage(nnx.Module):
     self.downsample = (
         PatchMerging(width, resolution, dtype=dtype, rngs=rngs) if downsample else None)
 
-  def __call__(self, x, rng=None):
+  def __call__(self, x, keys=None):
     for i, block in enumerate(self.blocks):
-      x = block(x, None if rng is None else jax.random.fold_in(rng, i))
+      x = block(x, None if keys is None else opera_ce.fold_in(keys, i))
     return x if self.downsample is None else self.downsample(x)
 
 
@@ -301,18 +301,21 @@ class OperaCT(nnx.Module):
     x = self.patch_embed(self.to_image(spec, train=train))
     b, h, w, c = x.shape
     x = self.patch_norm(x.reshape(b, h * w, c))
+    keys = None if rng is None else opera_ce.example_keys(rng, b)
     for i, stage in enumerate(self.layers):
-      x = stage(x, None if rng is None else jax.random.fold_in(rng, i))
+      x = stage(x, None if keys is None else opera_ce.fold_in(keys, i))
     return self.norm(x)
 
   def features(self, spec, *, train=False, rng=None):
     """HTS-AT's `latent_output`: the mean of the final tokens -> [B, feature_dim] float32.
 
-    `train=True` uses (and updates) bn0's batch statistics; drop-path needs `rng`.
+    `train=True` uses (and updates) bn0's batch statistics; drop-path needs `rng`
+    (a key, or one per example).
     """
     return jnp.mean(self.tokens(spec, train=train, rng=rng).astype(jnp.float32), axis=1)
 
-  def _encode_train(self, spec, rng):
+  def ssl_features(self, spec, rng):
+    """Training-mode features of one COLA view (batch statistics, drop-path)."""
     return self.features(spec, train=True, rng=rng)
 
   def ssl_forward(self, spec, rng):
@@ -332,5 +335,4 @@ def opera_ct(*, rngs=None, dtype=jnp.float32, **overrides):
 def from_config(model_config, *, rngs):
   """Builds from a model config (ConfigDict or dict) with `CONFIG`'s keys and `dtype`."""
   kwargs = opera_ce.config_kwargs(CONFIG, model_config)
-  get = model_config.get if hasattr(model_config, "get") else model_config.__getitem__
-  return OperaCT(**kwargs, dtype=opera_ce.parse_dtype(get("dtype", "float32")), rngs=rngs)
+  return OperaCT(**kwargs, dtype=opera_ce.parse_dtype(model_config.get("dtype", "float32")), rngs=rngs)
