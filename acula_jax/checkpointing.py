@@ -19,6 +19,9 @@ from flax import nnx
 from acula_jax import errors
 
 EXPORT_DIR = "export"
+# What an export holds: parameters and BatchNorm running statistics (OPERA-CE/CT); the ViTs have
+# no BatchStats, so their exports are unchanged.
+EXPORT_VARIABLES = (nnx.Param, nnx.BatchStat)
 
 
 def make_manager(workdir, *, save_interval_steps: int, max_to_keep: int | None,
@@ -53,7 +56,8 @@ def export_encoder(workdir, encoder: nnx.Module, model_config) -> pathlib.Path:
   directory = pathlib.Path(workdir, EXPORT_DIR).absolute()
   directory.mkdir(parents=True, exist_ok=True)
   with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(directory / "encoder", nnx.state(encoder, nnx.Param).to_pure_dict(), force=True)
+    checkpointer.save(
+        directory / "encoder", nnx.state(encoder, EXPORT_VARIABLES).to_pure_dict(), force=True)
   if jax.process_index() == 0:
     manifest = {"model": model_config.to_dict(), "format": "acula_jax.encoder/1"}
     tmp = directory / "manifest.json.tmp"
@@ -72,9 +76,9 @@ def _export_dir(path) -> pathlib.Path:
 
 
 def load_encoder_params(path, encoder: nnx.Module) -> nnx.Module:
-  """Loads exported encoder parameters into an encoder of the same shape (e.g. for `init_from`)."""
+  """Loads exported encoder parameters (and BatchNorm statistics) into an encoder of the same shape."""
   directory = _export_dir(path)
-  state = nnx.state(encoder, nnx.Param)
+  state = nnx.state(encoder, EXPORT_VARIABLES)
   target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state.to_pure_dict())
   with ocp.StandardCheckpointer() as checkpointer:
     try:

@@ -74,30 +74,40 @@ def accumulated_grads(model, batch, keys, config, accum_steps: int):
   """Mean gradients (w.r.t. the nnx.Params) and metrics over `accum_steps` scanned micro-batches.
 
   Micro-batch k takes rows k, k + accum_steps, ... so that each one is spread over all devices.
+  Returns (grads, metrics, rest): `rest` is the non-parameter state after the last micro-batch
+  (BatchNorm running statistics of OPERA-CE/CT, updated micro-batch after micro-batch; empty
+  for the ViTs).
   """
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
-  def loss_and_grads(micro_batch, micro_keys):
+  def loss_and_grads(rest, micro_batch, micro_keys):
     def loss_fn(params):
-      return compute_losses(nnx.merge(graphdef, params, rest), micro_batch, micro_keys, config)
-    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    return grads, metrics
+      # copy=True: fresh Variables inside this trace, so BatchNorm may update its statistics.
+      model = nnx.merge(graphdef, params, rest, copy=True)
+      total, metrics = compute_losses(model, micro_batch, micro_keys, config)
+      return total, (metrics, nnx.state(model, nnx.Not(nnx.Param)))
+    (_, (metrics, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return rest, (grads, metrics)
 
   if accum_steps == 1:
-    return loss_and_grads(batch, keys)
+    rest, (grads, metrics) = loss_and_grads(rest, batch, keys)
+    return grads, metrics, rest
   batch_size = keys.shape[0]
   if batch_size % accum_steps:
     raise ValueError(f"batch of {batch_size} does not split into {accum_steps} micro-batches")
   split = lambda x: x.reshape(batch_size // accum_steps, accum_steps, *x.shape[1:]).swapaxes(0, 1)
   micro_batches = jax.tree.map(split, (batch, keys))
 
-  def add_micro_batch(total, micro_batch):
-    return jax.tree.map(jnp.add, total, loss_and_grads(*micro_batch)), None
+  def add_micro_batch(carry, micro_batch):
+    rest, total = carry
+    rest, out = loss_and_grads(rest, *micro_batch)
+    return (rest, jax.tree.map(jnp.add, total, out)), None
 
   first = jax.tree.map(lambda x: x[0], micro_batches)
-  zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(loss_and_grads, *first))
-  total, _ = jax.lax.scan(add_micro_batch, zeros, micro_batches)
-  return jax.tree.map(lambda x: x / accum_steps, total)
+  zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda *a: loss_and_grads(rest, *a)[1], *first))
+  (rest, total), _ = jax.lax.scan(add_micro_batch, (rest, zeros), micro_batches)
+  grads, metrics = jax.tree.map(lambda x: x / accum_steps, total)
+  return grads, metrics, rest
 
 
 def make_train_step(graphdef, config, state_sharding, batch_sharding):
@@ -110,7 +120,8 @@ def make_train_step(graphdef, config, state_sharding, batch_sharding):
   def train_step(state, batch, rng):
     model, optimizer = nnx.merge(graphdef, state)
     keys = jax.random.split(rng, batch["audio"].shape[0])
-    grads, metrics = accumulated_grads(model, batch, keys, config, config.grad_accum_steps)
+    grads, metrics, rest = accumulated_grads(model, batch, keys, config, config.grad_accum_steps)
+    nnx.update(model, rest)  # BatchNorm statistics; nothing for the ViTs
     optimizer.update(model, grads)
     metrics["grad_norm"] = optax.tree.norm(grads)
     return nnx.state((model, optimizer)), metrics

@@ -5,7 +5,10 @@ r"""AcuLa post-training of an audio encoder against precomputed teacher embeddin
       --config.init_from=PATH_TO_CONVERTED_OPERA_GT
 
 Variants (after the colon, comma separated):
-  encoder=opera_gt          the OPERA-GT MAE ViT-S (384-d); other OPERA encoders come with issue #4
+  encoder=opera_gt|opera_ce|opera_ct
+                            OPERA-GT MAE ViT-S (384-d), OPERA-CE EfficientNet-B0 (1280-d) or OPERA-CT
+                            HTS-AT (768-d); `python -m acula_jax.convert` turns the released
+                            checkpoints into --config.init_from directories
   loss=linear_cka|contrastive|reference_gram
                             pair-aware linear CKA (default), symmetric InfoNCE, or the authors' d x d Gram
                             formula (pair-agnostic; for reproducing their numbers only)
@@ -18,6 +21,7 @@ import types
 import ml_collections
 
 ALIGNMENT_LOSSES = ("linear_cka", "contrastive", "reference_gram")
+ENCODERS = ("opera_gt", "opera_ce", "opera_ct")
 
 
 def parse_arg(arg, **defaults):
@@ -42,8 +46,10 @@ def get_config(arg=None):
   args = parse_arg(arg, encoder="opera_gt", loss="linear_cka", teacher="minilm")
   if args.loss not in ALIGNMENT_LOSSES:
     raise ValueError(f"loss must be one of {ALIGNMENT_LOSSES}, got {args.loss!r}")
-  if args.encoder != "opera_gt":
-    raise ValueError(f"encoder {args.encoder!r} is not implemented yet; available: opera_gt")
+  if args.encoder not in ENCODERS:
+    raise ValueError(
+        f"encoder {args.encoder!r} is not available here; choose from {ENCODERS} (AudioMAE also "
+        "converts, but needs a 128-bin Kaldi fbank front end that acula_jax.audio does not have)")
 
   config = ml_collections.ConfigDict()
   config.seed = 0
@@ -58,10 +64,17 @@ def get_config(arg=None):
   config.audio = ml_collections.ConfigDict(dict(
       sample_rate=16000, n_fft=1024, hop=512, n_mels=64, fmin=50.0, fmax=8000.0, top_db=80.0))
 
-  config.model = ml_collections.ConfigDict(dict(
-      name=args.encoder, width=384, depth=12, num_heads=6, mlp_ratio=4.0,
-      decoder_width=256, decoder_depth=4, decoder_heads=8, mask_ratio=0.7,
-      norm_pix_loss=False, spec_frames=256, dtype="float32"))
+  if args.encoder == "opera_gt":
+    # pos_layout: OPERA's released positions. decoder="swin" (depth 16, 16 heads) keeps the
+    # released checkpoint's decoder; "transformer" is cheaper when starting it afresh.
+    config.model = ml_collections.ConfigDict(dict(
+        name=args.encoder, width=384, depth=12, num_heads=6, mlp_ratio=4.0, decoder="transformer",
+        decoder_width=256, decoder_depth=4, decoder_heads=8, mask_ratio=0.7,
+        norm_pix_loss=False, spec_frames=256, pos_layout="patch_hw", dtype="float32"))
+  else:  # COLA encoders: their modules' configs (their SSL loss is weighted by loss.mae_weight)
+    from acula_jax.models import opera_ce, opera_ct  # pylint: disable=g-import-not-at-top
+    module = {"opera_ce": opera_ce, "opera_ct": opera_ct}[args.encoder]
+    config.model = ml_collections.ConfigDict(dict(name=args.encoder, **module.CONFIG, dtype="float32"))
 
   config.heads = ml_collections.ConfigDict(dict(hidden_dim=1024, out_dim=512))
 

@@ -67,9 +67,10 @@ def test_sincos_positions_match_mae(model):
   got = opera_gt.sincos_pos_embed_2d(384, (64, 16), cls_token=True)
   assert got.shape == (1025, 384) and got.dtype == np.float32
   np.testing.assert_allclose(got, want, atol=1e-6)
-  m_want = _mae_sincos_2d(32, (8, 16), cls_token=True)
+  # OPERA's table: MAE's flexible one over patch_hw = (freq, time) patches.
+  m_want = _mae_sincos_2d(32, (16, 8), cls_token=True)
   np.testing.assert_allclose(np.asarray(model.pos_embed()), m_want, atol=1e-6)
-  d_want = _mae_sincos_2d(32, (4, 16), cls_token=True)  # decoder table, first 4 rows
+  d_want = _mae_sincos_2d(32, (16, 8), cls_token=True)[:1 + 4 * 16]  # decoder table, first 4 rows
   np.testing.assert_allclose(np.asarray(model.pos_embed(4, decoder=True)), d_want, atol=1e-6)
 
 
@@ -149,8 +150,8 @@ def test_rejects_bad_shapes_and_options(model):
     model.features(jnp.zeros((1, 18, 64)))
   with pytest.raises(ValueError, match="multiple of 4"):
     model.features(jnp.zeros((1, 64, 64)))  # longer than the position grid
-  with pytest.raises(ValueError, match="transformer"):
-    opera_gt.opera_gt(**TINY, decoder="swin")
+  with pytest.raises(ValueError, match="transformer, swin"):
+    opera_gt.opera_gt(**TINY, decoder="conv")
 
 
 # ----------------------------------------------------------------------------
@@ -231,7 +232,7 @@ def _torch_features(m, spec):
   conv = nn.Conv2d(1, width, kernel_size=4, stride=4)
   conv.weight.data = _t(m.patch_embed.kernel).T.reshape(width, 1, 4, 4).contiguous()
   conv.bias.data = _t(m.patch_embed.bias)
-  pos = torch.from_numpy(_mae_sincos_2d(width, (8, 16), cls_token=True)).float()[None]
+  pos = torch.from_numpy(_mae_sincos_2d(width, (16, 8), cls_token=True)).float()[None]
   with torch.no_grad():
     x = conv(torch.from_numpy(spec)[:, None]).flatten(2).transpose(1, 2) + pos[:, 1:]
     cls = (_t(m.cls_token) + pos[:, :1]).expand(x.shape[0], -1, -1)
@@ -284,7 +285,7 @@ def _timm_features(m, spec):
       "patch_embed.proj.weight": _t(m.patch_embed.kernel).T.reshape(width, 1, 4, 4),
       "patch_embed.proj.bias": _t(m.patch_embed.bias),
       "cls_token": _t(m.cls_token),
-      "pos_embed": torch.from_numpy(_mae_sincos_2d(width, (8, 16), True)).float()[None],
+      "pos_embed": torch.from_numpy(_mae_sincos_2d(width, (16, 8), True)).float()[None],
       "fc_norm.weight": _t(m.fc_norm.scale), "fc_norm.bias": _t(m.fc_norm.bias),
   }
   for i, blk in enumerate(m.blocks):

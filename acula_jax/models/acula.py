@@ -4,22 +4,36 @@ import math
 import jax.numpy as jnp
 from flax import nnx
 
+from acula_jax.models import audiomae
 from acula_jax.models import heads
+from acula_jax.models import opera_ce
+from acula_jax.models import opera_ct
 from acula_jax.models import opera_gt
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# Encoders other than OPERA-GT build from their own config keys (see each module's CONFIG).
+_FROM_CONFIG = {
+    "opera_ce": opera_ce.from_config, "opera_ct": opera_ct.from_config,
+    "audiomae": audiomae.from_config}
+ENCODERS = ("opera_gt",) + tuple(_FROM_CONFIG)
 
 
 def build_encoder(model_config, *, rngs: nnx.Rngs) -> nnx.Module:
   """The encoder named by `model_config.name`, at the configured size."""
+  if model_config.name in _FROM_CONFIG:
+    return _FROM_CONFIG[model_config.name](model_config, rngs=rngs)
   if model_config.name != "opera_gt":
-    raise ValueError(f"unknown encoder {model_config.name!r}; available: opera_gt")
+    raise ValueError(f"unknown encoder {model_config.name!r}; available: {', '.join(ENCODERS)}")
+  # Exports written before `decoder`/`pos_layout` existed keep their transformer decoder and
+  # (time, freq) grid positions.
   return opera_gt.MAEViT(
       spec_shape=(model_config.spec_frames, 64),
       width=model_config.width, depth=model_config.depth, num_heads=model_config.num_heads,
-      mlp_ratio=model_config.mlp_ratio, decoder_width=model_config.decoder_width,
+      mlp_ratio=model_config.mlp_ratio, decoder=model_config.get("decoder", "transformer"),
+      decoder_width=model_config.decoder_width,
       decoder_depth=model_config.decoder_depth, decoder_heads=model_config.decoder_heads,
       mask_ratio=model_config.mask_ratio, norm_pix_loss=model_config.norm_pix_loss,
+      pos_layout=model_config.get("pos_layout", "grid"),
       dtype=DTYPES[model_config.dtype], rngs=rngs)
 
 
@@ -35,7 +49,7 @@ class AculaModel(nnx.Module):
     self.text_dim = text_dim
     if text_dim:
       self.audio_head = heads.ProjectionMLP(
-          config.model.width, config.heads.hidden_dim, config.heads.out_dim, rngs=rngs)
+          self.encoder.feature_dim, config.heads.hidden_dim, config.heads.out_dim, rngs=rngs)
       self.text_head = heads.ProjectionMLP(
           text_dim, config.heads.hidden_dim, config.heads.out_dim, rngs=rngs)
       # CLIP's parametrisation: logit scale = exp(log_temperature), learnable.

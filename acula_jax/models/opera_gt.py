@@ -11,11 +11,14 @@ Only the encoder is kept for AcuLa: `features` gives the pooled embedding
 used for alignment and downstream probes, and `mae_forward` gives the MAE
 loss that can regularise alignment training.
 
-Decoder: OPERA's released GT model decodes with 16 Swin blocks of width 256;
-here only a plain transformer decoder (`decoder="transformer"`, the
-`mae_vit_small` setting of 256 wide, 6 deep, 8 heads) is implemented. The
-`decoder` argument exists so that a Swin decoder can be added later without
-changing the encoder or the checkpoint layout of the encoder.
+Decoder: `decoder="transformer"` is a plain transformer decoder (the
+`mae_vit_small` setting of 256 wide, 6 deep, 8 heads); `decoder="swin"` is
+OPERA's released decoder, 16 post-norm Swin-v2-cr blocks of width 256 with 16
+heads and 4x4 windows (see `swin_decoder`, including the layout quirk it
+reproduces). Positions: `pos_layout="patch_hw"` is the table OPERA and
+AudioMAE build (`get_2d_sincos_pos_embed_flexible` over patch_hw =
+(freq, time) patches, see `sincos_pos_embed_2d`), which released checkpoints
+need; "grid" is the (time row, freq column) table of earlier exports.
 
 Parameters are float32; `dtype` sets the compute dtype (e.g. bfloat16).
 LayerNorm statistics, attention softmax, pooling and losses run in float32.
@@ -29,9 +32,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from acula_jax import losses
+from acula_jax.models import swin_decoder
 
 _LN_EPS = 1e-6
-DECODERS = ("transformer",)
+DECODERS = ("transformer", "swin")
+POS_LAYOUTS = ("grid", "patch_hw")
 
 
 # ----------------------------------------------------------------------------
@@ -48,15 +53,21 @@ def sincos_1d(dim, positions):
 
 
 @functools.lru_cache(maxsize=None)
-def _sincos_2d_cached(dim, rows, cols, cls_token):
+def _sincos_2d_cached(dim, rows, cols, cls_token, layout):
   if dim % 4:
     raise ValueError(f"2-D sin-cos embedding width must be a multiple of 4, got {dim}")
-  row_idx, col_idx = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
-  # MAE's layout: the first half of the channels encodes the column (freq)
-  # index and the second half the row (time) index, so that checkpoints
-  # trained with MAE/OPERA positions transfer unchanged.
-  emb = np.concatenate(
-      [sincos_1d(dim // 2, col_idx), sincos_1d(dim // 2, row_idx)], axis=1)
+  if layout == "grid":
+    # First half of the channels: the column (freq) index; second half: the row (time) index.
+    row_idx, col_idx = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    first, second = col_idx, row_idx
+  elif layout == "patch_hw":
+    # OPERA/AudioMAE: MAE's flexible table over a (cols, rows) grid, flattened row-major,
+    # so token k = row * cols + col gets k % rows and k // rows.
+    k = np.arange(rows * cols)
+    first, second = k % rows, k // rows
+  else:
+    raise ValueError(f"unknown pos_layout {layout!r}; available: {', '.join(POS_LAYOUTS)}")
+  emb = np.concatenate([sincos_1d(dim // 2, first), sincos_1d(dim // 2, second)], axis=1)
   if cls_token:
     emb = np.concatenate([np.zeros((1, dim)), emb], axis=0)
   emb = emb.astype(np.float32)
@@ -64,19 +75,21 @@ def _sincos_2d_cached(dim, rows, cols, cls_token):
   return emb
 
 
-def sincos_pos_embed_2d(dim, grid_size, cls_token=False):
+def sincos_pos_embed_2d(dim, grid_size, cls_token=False, layout="grid"):
   """Fixed 2-D positions for a row-major (rows, cols) patch grid.
 
   Args:
     dim: embedding width, a multiple of 4.
     grid_size: (rows, cols) = (time patches, freq patches).
     cls_token: prepend an all-zero row for the cls token.
+    layout: "grid" (freq column | time row) or "patch_hw" (OPERA/AudioMAE:
+      MAE's `get_2d_sincos_pos_embed_flexible(dim, (cols, rows))`).
 
   Returns:
     float32 numpy array [(1 if cls_token) + rows * cols, dim].
   """
   rows, cols = grid_size
-  return _sincos_2d_cached(int(dim), int(rows), int(cols), bool(cls_token))
+  return _sincos_2d_cached(int(dim), int(rows), int(cols), bool(cls_token), layout)
 
 
 # ----------------------------------------------------------------------------
@@ -162,15 +175,17 @@ class MAEViT(nnx.Module):
   Positions are recomputed as constants (not stored as variables): they are
   fixed, so they are neither trained nor checkpointed.
 
-  `decoder` selects the MAE decoder; only "transformer" exists for now
-  (OPERA's full-size GT decoder is Swin and can be added as another option).
+  `decoder` selects the MAE decoder: "transformer" or "swin" (OPERA's; its
+  blocks see the patch tokens only, the cls token is dropped before them).
+  `swin_feat_size` is the Swin blocks' (H, W) view of the tokens; by default
+  OPERA's (decoder_width // 8, 8), see `swin_decoder`.
   """
 
   def __init__(
       self, *, spec_shape=(256, 64), patch_size=(4, 4), width=384, depth=12,
       num_heads=6, mlp_ratio=4.0, decoder="transformer", decoder_width=256,
       decoder_depth=4, decoder_heads=8, mask_ratio=0.7, norm_pix_loss=False,
-      dtype=jnp.float32, rngs):
+      pos_layout="grid", swin_feat_size=None, dtype=jnp.float32, rngs):
     spec_shape, patch_size = tuple(spec_shape), tuple(patch_size)
     if spec_shape[0] % patch_size[0] or spec_shape[1] % patch_size[1]:
       raise ValueError(f"spec_shape {spec_shape} is not a multiple of patch_size {patch_size}")
@@ -178,12 +193,16 @@ class MAEViT(nnx.Module):
       raise ValueError(f"unknown decoder {decoder!r}; available: {', '.join(DECODERS)}")
     if not 0.0 <= mask_ratio < 1.0:
       raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+    if pos_layout not in POS_LAYOUTS:
+      raise ValueError(f"unknown pos_layout {pos_layout!r}; available: {', '.join(POS_LAYOUTS)}")
     self.spec_shape = spec_shape
     self.patch_size = patch_size
     self.grid_size = (spec_shape[0] // patch_size[0], spec_shape[1] // patch_size[1])
     self.num_patches = self.grid_size[0] * self.grid_size[1]
     self.patch_dim = patch_size[0] * patch_size[1]
     self.width = width
+    self.feature_dim = width
+    self.pos_layout = pos_layout
     self.decoder_width = decoder_width
     self.decoder = decoder
     self.mask_ratio = mask_ratio
@@ -205,8 +224,14 @@ class MAEViT(nnx.Module):
     # Transformer decoder.
     self.decoder_embed = _dense(width, decoder_width, dtype=dtype, rngs=rngs)
     self.mask_token = nnx.Param(token_init(rngs.params(), (1, 1, decoder_width)))
-    self.decoder_blocks = _stack(
-        decoder_width, decoder_depth, decoder_heads, mlp_ratio, dtype=dtype, rngs=rngs)
+    if decoder == "swin":
+      self.decoder_blocks = swin_decoder.swin_decoder_blocks(
+          decoder_width, decoder_depth, decoder_heads, mlp_ratio,
+          feat_size=swin_feat_size or swin_decoder.opera_feat_size(decoder_width),
+          dtype=dtype, rngs=rngs)
+    else:
+      self.decoder_blocks = _stack(
+          decoder_width, decoder_depth, decoder_heads, mlp_ratio, dtype=dtype, rngs=rngs)
     self.decoder_norm = _layer_norm(decoder_width, dtype=dtype, rngs=rngs)
     self.decoder_pred = _dense(decoder_width, self.patch_dim, dtype=dtype, rngs=rngs)
 
@@ -250,7 +275,7 @@ class MAEViT(nnx.Module):
     """Fixed positions [1 + rows * cols, width] (row 0 is the cls position)."""
     rows = self.grid_size[0] if rows is None else rows
     dim = self.decoder_width if decoder else self.width
-    table = sincos_pos_embed_2d(dim, self.grid_size, cls_token=True)
+    table = sincos_pos_embed_2d(dim, self.grid_size, cls_token=True, layout=self.pos_layout)
     return jnp.asarray(table[:1 + rows * self.grid_size[1]])
 
   # -- encoder --------------------------------------------------------------
@@ -322,10 +347,13 @@ class MAEViT(nnx.Module):
     x = jnp.concatenate([x[:, :1], seq], axis=1)
     rows = n // self.grid_size[1]
     x = x + self.pos_embed(rows, decoder=True).astype(x.dtype)
+    swin = self.decoder == "swin"
+    if swin:
+      x = x[:, 1:]  # OPERA/AudioMAE: the Swin blocks see the patch tokens only
     for block in self.decoder_blocks:
       x = block(x)
     pred = self.decoder_pred(self.decoder_norm(x))
-    return pred[:, 1:].astype(jnp.float32)
+    return (pred if swin else pred[:, 1:]).astype(jnp.float32)
 
   def mae_target(self, spec):
     """Patches to reconstruct, normalised per patch if norm_pix_loss."""
@@ -365,7 +393,11 @@ class MAEViT(nnx.Module):
 OPERA_GT_CONFIG = dict(
     spec_shape=(256, 64), patch_size=(4, 4), width=384, depth=12, num_heads=6,
     mlp_ratio=4.0, decoder="transformer", decoder_width=256, decoder_depth=6,
-    decoder_heads=8, mask_ratio=0.7, norm_pix_loss=False)
+    decoder_heads=8, mask_ratio=0.7, norm_pix_loss=False, pos_layout="patch_hw")
+
+# The released OPERA-GT checkpoint: Swin decoder of 16 blocks, 16 heads.
+OPERA_GT_RELEASE_CONFIG = dict(
+    OPERA_GT_CONFIG, decoder="swin", decoder_depth=16, decoder_heads=16)
 
 # A few-second-to-compile variant for tests.
 TINY_CONFIG = dict(
