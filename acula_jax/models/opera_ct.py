@@ -157,17 +157,6 @@ class WindowAttention(nnx.Module):
     return self.proj(out.astype(x.dtype))
 
 
-class Mlp(nnx.Module):
-  """Linear -> exact GELU -> Linear."""
-
-  def __init__(self, width, hidden, *, dtype, rngs):
-    self.fc1 = _dense(width, hidden, dtype=dtype, rngs=rngs)
-    self.fc2 = _dense(hidden, width, dtype=dtype, rngs=rngs)
-
-  def __call__(self, x):
-    return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
-
-
 class SwinBlock(nnx.Module):
   """Pre-norm Swin block on a (H, W) token grid, optionally shifted."""
 
@@ -182,7 +171,7 @@ class SwinBlock(nnx.Module):
     self.norm1 = _layer_norm(width, dtype=dtype, rngs=rngs)
     self.attn = WindowAttention(width, num_heads, window, dtype=dtype, rngs=rngs)
     self.norm2 = _layer_norm(width, dtype=dtype, rngs=rngs)
-    self.mlp = Mlp(width, int(width * mlp_ratio), dtype=dtype, rngs=rngs)
+    self.mlp = swin_decoder.Mlp(width, int(width * mlp_ratio), dtype=dtype, rngs=rngs, dense=_dense)
 
   def attn_mask(self):
     """The shifted-window mask [nW, N, N] (as HTS-AT's `attn_mask` buffer), or None."""

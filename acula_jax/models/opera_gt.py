@@ -131,17 +131,6 @@ class Attention(nnx.Module):
     return self.proj(out.reshape(b, n, width))
 
 
-class Mlp(nnx.Module):
-  """Linear -> exact GELU -> Linear."""
-
-  def __init__(self, width, hidden, *, dtype, rngs):
-    self.fc1 = _dense(width, hidden, dtype=dtype, rngs=rngs)
-    self.fc2 = _dense(hidden, width, dtype=dtype, rngs=rngs)
-
-  def __call__(self, x):
-    return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
-
-
 class Block(nnx.Module):
   """Pre-LN transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
 
@@ -149,7 +138,7 @@ class Block(nnx.Module):
     self.norm1 = _layer_norm(width, dtype=dtype, rngs=rngs)
     self.attn = Attention(width, num_heads, dtype=dtype, rngs=rngs)
     self.norm2 = _layer_norm(width, dtype=dtype, rngs=rngs)
-    self.mlp = Mlp(width, int(width * mlp_ratio), dtype=dtype, rngs=rngs)
+    self.mlp = swin_decoder.Mlp(width, int(width * mlp_ratio), dtype=dtype, rngs=rngs, dense=_dense)
 
   def __call__(self, x):
     x = x + self.attn(self.norm1(x))

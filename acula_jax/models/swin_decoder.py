@@ -162,11 +162,15 @@ class CosineWindowAttention(nnx.Module):
 
 
 class Mlp(nnx.Module):
-  """Linear -> exact GELU -> Linear."""
+  """Linear -> exact GELU -> Linear: the MLP of every transformer block here (ViT, Swin, decoders).
 
-  def __init__(self, width, hidden, *, dtype, rngs):
-    self.fc1 = _dense(width, hidden, dtype=dtype, rngs=rngs)
-    self.fc2 = _dense(hidden, width, dtype=dtype, rngs=rngs)
+  `dense` builds the Linear layers, so each model keeps its reference initialisation.
+  """
+
+  def __init__(self, width, hidden, *, dtype, rngs, dense=None):
+    dense = dense or _dense
+    self.fc1 = dense(width, hidden, dtype=dtype, rngs=rngs)
+    self.fc2 = dense(hidden, width, dtype=dtype, rngs=rngs)
 
   def __call__(self, x):
     return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
