@@ -220,11 +220,7 @@ def test_non_gt_exports_load_with_checkpointing(tmp_path, ce_state_dict):
   ours = convert.load_export(tmp_path / "out")
   np.testing.assert_array_equal(
       np.asarray(ours.bn0.mean[...]), ce_state_dict["encoder.efficientnet._bn0.running_mean"].numpy())
-  try:
-    theirs = checkpointing.load_encoder(tmp_path / "out")
-  except ValueError as e:  # also DataError: the exported BatchNorm statistics
-    pytest.skip(f"checkpointing.load_encoder cannot load OPERA-CE yet (apply the build_encoder and "
-                f"export-filter changes): {str(e)[:120]}")
+  theirs = checkpointing.load_encoder(tmp_path / "out")  # BatchNorm statistics included
   np.testing.assert_array_equal(np.asarray(theirs.bn0.mean[...]), np.asarray(ours.bn0.mean[...]))
 
 

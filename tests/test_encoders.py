@@ -483,9 +483,7 @@ def test_opera_gt_features_and_decoder_match_torch(tmp_path):
 
 
 def test_opera_gt_swin_decoder_matches_torch(tmp_path):
-  """The released GT layout: Swin decoder with OPERA's (B, H, W, L) view (needs MAEViT's swin)."""
-  if "swin" not in opera_gt.DECODERS:
-    pytest.skip("opera_gt.MAEViT has no decoder='swin' yet")
+  """The released GT layout: Swin decoder with OPERA's (B, H, W, L) view."""
   torch.manual_seed(3)
   ref = TorchMAE((32, 64), 4, 32, 1, 2, 64, 2, 4, _gt_positions, decoder="swin",
                  feat_size=swin_decoder.opera_feat_size(64), layout="opera")
