@@ -90,7 +90,7 @@ def write_json_atomic(path, obj) -> None:
   tmp = _tmp_name(path)
   try:
     with open(tmp, "w") as f:
-      json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+      json.dump(obj, f, indent=2, sort_keys=True, default=json_default)
       f.write("\n")
       f.flush()
       os.fsync(f.fileno())
@@ -100,7 +100,7 @@ def write_json_atomic(path, obj) -> None:
       os.remove(tmp)
 
 
-def _json_default(value):
+def json_default(value):
   """Lets numpy scalars and arrays through json.dump (labels often come out of numpy)."""
   if isinstance(value, np.generic):
     return value.item()
@@ -231,7 +231,7 @@ def _json_dumps(value, name, where) -> str:
   if not isinstance(value, dict):
     raise DataError(where, f"{name} must be a dict, got {type(value).__name__}")
   try:
-    return json.dumps(value, sort_keys=True, default=_json_default)
+    return json.dumps(value, sort_keys=True, default=json_default)
   except (TypeError, ValueError) as e:
     raise DataError(where, f"{name} is not JSON serialisable ({e})") from e
 

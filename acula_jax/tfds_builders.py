@@ -169,16 +169,8 @@ def config_name(options=None, chunk_seconds=0.0, seed=0) -> str:
 # The builder.
 # ----------------------------------------------------------------------------------------------------
 
-def _json_default(value):
-  if isinstance(value, np.generic):
-    return value.item()
-  if isinstance(value, np.ndarray):
-    return value.tolist()
-  raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
 def _dumps(value) -> str:
-  return json.dumps(value, sort_keys=True, default=_json_default)
+  return json.dumps(value, sort_keys=True, default=records.json_default)
 
 
 def _skipped_dict(item) -> dict:

@@ -42,3 +42,16 @@ def subject_split(subject_ids, *, seed: int, fractions=(0.7, 0.15, 0.15)) -> dic
   for i, subject in enumerate(ordered):
     out[subject] = SPLITS[int(np.searchsorted(edges, i, side="right"))]
   return out
+
+
+def evenly_spaced(specs: list, limit) -> list:
+  """`limit` specs evenly spaced over the (sorted) list — every class keeps its share — or all."""
+  if limit in (None, "", 0, "0"):
+    return specs
+  limit = int(limit)
+  if limit < 0:
+    raise ValueError(f"limit must be >= 0, got {limit}")
+  if limit >= len(specs):
+    return specs
+  keep = np.unique(np.linspace(0, len(specs) - 1, limit).round().astype(int))
+  return [specs[i] for i in keep]

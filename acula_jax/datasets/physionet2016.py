@@ -32,8 +32,6 @@ assigned before the limit, so a record's split never depends on it) - for smoke 
 import csv
 import os
 
-import numpy as np
-
 from acula_jax.datasets import common
 from acula_jax.errors import DataError
 
@@ -71,7 +69,7 @@ def list_examples(data_dir, *, split="random", databases=None, limit=None, seed=
     skipped += more_skipped
   _assign_splits(specs, protocol, held, int(seed))
   specs.sort(key=lambda s: s.id)
-  return _limit(specs, limit), skipped
+  return common.evenly_spaced(specs, limit), skipped
 
 
 def parse_split(split: str):
@@ -183,16 +181,3 @@ def _assign_splits(specs, protocol, held, seed):
   else:
     stratified_split(specs, [(s.metadata["database"], s.labels["outcome"]) for s in specs],
                      seed=seed, fractions=FRACTIONS)
-
-
-def _limit(specs, limit):
-  """`limit` specs evenly spaced over the (sorted) list, or all of them."""
-  if limit in (None, "", 0, "0"):
-    return specs
-  limit = int(limit)
-  if limit < 0:
-    raise ValueError(f"limit must be >= 0, got {limit}")
-  if limit >= len(specs):
-    return specs
-  keep = np.unique(np.linspace(0, len(specs) - 1, limit).round().astype(int))
-  return [specs[i] for i in keep]

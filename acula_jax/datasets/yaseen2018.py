@@ -19,8 +19,6 @@ The set is saturated (log-mel statistics reach 0.995 macro AUROC): use it as a s
 """
 import os
 
-import numpy as np
-
 from acula_jax.datasets import common
 from acula_jax.errors import DataError
 
@@ -80,17 +78,4 @@ def list_examples(data_dir, *, seed=0, limit=None):
     for spec in group:
       spec.split = assignment[spec.id]
   specs.sort(key=lambda s: s.id)
-  return _limit(specs, limit), skipped
-
-
-def _limit(specs, limit):
-  """`limit` specs evenly spaced over the sorted list (every class keeps its share), or all."""
-  if limit in (None, "", 0, "0"):
-    return specs
-  limit = int(limit)
-  if limit < 0:
-    raise ValueError(f"limit must be >= 0, got {limit}")
-  if limit >= len(specs):
-    return specs
-  keep = np.unique(np.linspace(0, len(specs) - 1, limit).round().astype(int))
-  return [specs[i] for i in keep]
+  return common.evenly_spaced(specs, limit), skipped
