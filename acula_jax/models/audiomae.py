@@ -110,22 +110,6 @@ class AudioMAE(opera_gt.MAEViT):
       spec = jnp.pad(spec, ((0, 0), (0, self.spec_shape[0] - spec.shape[1]), (0, 0)))
     return super().features(spec, train=train)
 
-  def _decode(self, encoded, ids_restore):
-    if self.decoder != "swin":
-      return super()._decode(encoded, ids_restore)
-    x = self.decoder_embed(self.norm(encoded))
-    b, num_vis, _ = x.shape
-    n = ids_restore.shape[1]
-    mask_tokens = jnp.broadcast_to(
-        self.mask_token[...].astype(x.dtype), (b, n + 1 - num_vis, self.decoder_width))
-    seq = jnp.concatenate([x[:, 1:], mask_tokens], axis=1)
-    seq = jnp.take_along_axis(seq, ids_restore[:, :, None], axis=1)
-    pos = self.pos_embed(n // self.grid_size[1], decoder=True)[1:]
-    x = seq + pos.astype(seq.dtype)  # the Swin decoder never sees the cls token
-    for block in self.decoder_blocks:
-      x = block(x)
-    return self.decoder_pred(self.decoder_norm(x)).astype(jnp.float32)
-
 
 def audiomae(*, rngs=None, dtype=jnp.float32, **overrides):
   """AudioMAE ViT-B/16; keyword args override `CONFIG` (`TINY_CONFIG` for tests)."""
