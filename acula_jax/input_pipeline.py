@@ -107,7 +107,7 @@ def create_train_dataset(config, teacher: TeacherTable | None, *, num_epochs=Non
   The order, the crops and the global batches depend only on the seed, never on the number of
   processes, so a run on one host and on many see the same batches.
   """
-  source = records.AudioRecordSource(config.data.records_dir, config.data.train_split)
+  source = records.open_split(config.data.records_dir, config.data.train_split)
   num_processes = jax.process_count()
   if config.batch_size % num_processes:
     raise ValueError(f"batch_size {config.batch_size} is not divisible by {num_processes} processes")

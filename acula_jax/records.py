@@ -554,6 +554,51 @@ class AudioRecordSource:
     return f"AudioRecordSource({self.data_dir!r}, {self.split!r}, n={len(self)})"
 
 
+def split_dirs(records_dirs) -> list[str]:
+  """A records folder, a comma-separated list of them or a sequence -> [folder, ...] (at least one)."""
+  if isinstance(records_dirs, (str, os.PathLike)):
+    items = os.fspath(records_dirs).split(",")
+  else:
+    items = list(records_dirs)
+  dirs = [os.fspath(d).strip() for d in items if os.fspath(d).strip()]
+  if not dirs:
+    raise ValueError(f"no records folder given ({records_dirs!r})")
+  return dirs
+
+
+class ConcatRecordSource:
+  """Several `AudioRecordSource`s of one split read as one (index i runs through them in order).
+
+  How training mixes datasets: `config.data.records_dir = "A,B"` trains on both folders' split.
+  Example ids must be unique across the folders (the teacher join is by id); `acula_jax.reports`
+  checks that when it writes the reports of several folders.
+  """
+
+  def __init__(self, sources: list):
+    self.sources = list(sources)
+    self.split = self.sources[0].split
+    self._ends = np.cumsum([len(s) for s in self.sources])
+
+  def __len__(self) -> int:
+    return int(self._ends[-1])
+
+  def __getitem__(self, index) -> dict:
+    index = index.__index__()
+    if not 0 <= index < len(self):
+      raise IndexError(f"index {index} out of range for split {self.split!r} ({len(self)}) of {self}")
+    part = int(np.searchsorted(self._ends, index, side="right"))
+    return self.sources[part][index - (int(self._ends[part - 1]) if part else 0)]
+
+  def __repr__(self):
+    return f"ConcatRecordSource({[s.data_dir for s in self.sources]!r}, {self.split!r}, n={len(self)})"
+
+
+def open_split(records_dirs, split: str):
+  """The `split` of one records folder, or of several (comma-separated) read one after another."""
+  sources = [AudioRecordSource(d, split) for d in split_dirs(records_dirs)]
+  return sources[0] if len(sources) == 1 else ConcatRecordSource(sources)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Teacher embeddings: TFRecord shards + manifest.json.
 # ----------------------------------------------------------------------------------------------------

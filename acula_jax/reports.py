@@ -404,7 +404,7 @@ def write_reports(records_dir, output, *, splits=("train",), seed=0, progress=Fa
   The file appears atomically (written to a temporary name, then renamed).
   """
   from acula_jax import records  # Imported here so that report_for works without the record stack.
-  sources = [records.AudioRecordSource(records_dir, split) for split in splits]
+  sources = [records.open_split(records_dir, split) for split in splits]
   total = sum(len(s) for s in sources)
   rows = (source[i] for source in sources for i in range(len(source)))
   if progress:
@@ -414,8 +414,13 @@ def write_reports(records_dir, output, *, splits=("train",), seed=0, progress=Fa
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   tmp = f"{output}.partial"
   count = 0
+  seen = set()
   with open(tmp, "w", encoding="utf-8") as out:
     for ex in rows:
+      if ex["id"] in seen:  # the teacher join is by id: two folders must not share one
+        raise DataError(str(records_dir), f"example id {ex['id']!r} occurs twice (ids must be unique "
+                                          "across the records folders and splits)")
+      seen.add(ex["id"])
       report = report_for(ex["metadata"], ex["labels"], seed=seed)
       out.write(json.dumps({"id": ex["id"], "report": report}, ensure_ascii=False) + "\n")
       count += 1
@@ -505,7 +510,7 @@ def read_reports(path, *, column="report", id_column=None) -> list[tuple[str, st
 
 def _define_flags():
   """CLI flags, defined only when run as a script so that importing this module defines none."""
-  flags.DEFINE_string("records", None, "Audio records directory (records.write_audio_records).")
+  flags.DEFINE_string("records", None, "Audio records folder, or several comma-separated (records.write_audio_records).")
   flags.DEFINE_string("output", None, "Output JSONL file.")
   flags.DEFINE_list("splits", ["train"], "Splits to write reports for (alignment uses train only).")
   flags.DEFINE_integer("seed", 0, "Phrasing seed.")

@@ -189,7 +189,7 @@ def train_and_evaluate(config, workdir) -> dict:
     if not config.data.teacher_dir:
       raise ValueError("loss.align_weight > 0 needs config.data.teacher_dir (run acula_jax.precompute)")
     teacher = input_pipeline.TeacherTable.load(config.data.teacher_dir)
-  num_examples = len(records.AudioRecordSource(config.data.records_dir, config.data.train_split))
+  num_examples = len(records.open_split(config.data.records_dir, config.data.train_split))
   total_steps = _total_steps(config, num_examples)
 
   model = acula.AculaModel(config, teacher.dim if teacher else None, rngs=nnx.Rngs(config.seed))

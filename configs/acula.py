@@ -55,7 +55,7 @@ def get_config(arg=None):
   config.seed = 0
 
   config.data = ml_collections.ConfigDict()
-  config.data.records_dir = ""        # output of `acula_jax.synthetic` / `acula_jax.prepare`
+  config.data.records_dir = ""        # output of `acula_jax.synthetic` / `acula_jax.prepare`; "A,B" mixes folders
   config.data.teacher_dir = ""        # output of `acula_jax.precompute`; "" = MAE only
   config.data.train_split = "train"   # alignment only ever sees this split
   config.data.clip_frames = 256       # 256 frames = 8.16 s at hop 512: OPERA-GT's input

@@ -183,6 +183,28 @@ def test_write_and_read_audio_dataset(tmp_path):
   assert records.audio_record_paths(tmp_path, "test")[0].endswith("test-00000-of-00002.array_record")
 
 
+def test_open_split_reads_several_folders_in_order(tmp_path):
+  records.write_audio_records(tmp_path / "a", [_example(i) for i in range(3)], dataset="demo", num_shards=2)
+  records.write_audio_records(tmp_path / "b", [_example(i) for i in range(3, 8)], dataset="demo")
+  single = records.open_split(tmp_path / "a", "train")
+  assert isinstance(single, records.AudioRecordSource) and len(single) == 3
+  both = records.open_split(f"{tmp_path / 'a'}, {tmp_path / 'b'},", "train")  # blanks and a trailing comma
+  assert len(both) == 8
+  ids = [both[i]["id"] for i in range(8)]  # folder a's records, then folder b's (each in its shard order)
+  assert sorted(ids[:3]) == [f"ex{i:03d}" for i in range(3)]
+  assert sorted(ids[3:]) == [f"ex{i:03d}" for i in range(3, 8)]
+  for i, example_id in enumerate(ids):
+    np.testing.assert_array_equal(both[i]["audio"], _example(int(example_id[2:]))["audio"])
+  assert pickle.loads(pickle.dumps(both))[7]["id"] == ids[7]  # grain workers receive it pickled
+  for index in (8, -1):
+    with pytest.raises(IndexError):
+      both[index]
+  with pytest.raises(DataError, match="no ArrayRecord shards for split 'test'"):
+    records.open_split([tmp_path / "a", tmp_path / "b"], "test")
+  with pytest.raises(ValueError, match="no records folder"):
+    records.open_split(" , ", "train")
+
+
 def test_duplicate_id_rejected(tmp_path):
   with pytest.raises(DataError, match="ex002: duplicate"):
     records.write_audio_records(tmp_path, [_example(2), _example(2, split="test")], dataset="demo")

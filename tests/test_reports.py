@@ -220,3 +220,21 @@ def test_cli(records_dir, tmp_path):
   expected = manifest["counts"]["train"] + manifest["counts"]["valid"]
   assert f"wrote {expected} reports" in proc.stderr
   assert len(read_reports(out)) == expected
+
+
+def test_reports_of_several_folders_and_duplicate_ids(records_dir, tmp_path):
+  from acula_jax import records
+  other = tmp_path / "other"
+  examples = list(synthetic.generate_corpus(40, 1, duration_s=0.2))
+  for e in examples:
+    e["id"] = f"second-{e['id']}"
+  records.write_audio_records(other, examples, dataset="synthetic")
+  out = tmp_path / "both.jsonl"
+  count = reports.write_reports(f"{records_dir},{other}", out, splits=("train",))
+  first = reports.write_reports(records_dir, tmp_path / "first.jsonl", splits=("train",))
+  second = sum(e["split"] == "train" for e in examples)
+  assert count == first + second == len(read_reports(out))
+  # The same folder twice: every id repeats, and the join by id would be ambiguous.
+  with pytest.raises(DataError, match="occurs twice"):
+    reports.write_reports(f"{records_dir},{records_dir}", tmp_path / "dup.jsonl", splits=("train",))
+  assert not (tmp_path / "dup.jsonl").exists()

@@ -175,3 +175,40 @@ def test_resume_from_another_run_continues_it(corpus, tmp_path, monkeypatch):
   assert steps == [4, 6]
   straight, second = exported_params(tmp_path / "straight"), exported_params(tmp_path / "second")
   assert all(jax.tree.leaves(jax.tree.map(np.array_equal, straight, second)))
+
+
+def test_real_data_config_variants():
+  from configs import real_data
+  control = real_data.get_config("text=false")
+  assert control.loss.align_weight == 0 and control.data.teacher_dir == "" and control.loss.mae_weight == 1
+  collapse = real_data.get_config("loss=contrastive,mae=false,features=visible")
+  assert collapse.loss.mae_weight == 0 and collapse.loss.align_weight == 1
+  assert collapse.loss.alignment == "contrastive" and collapse.align_features == "visible"
+  assert real_data.get_config("stage=pretrain").loss.align_weight == 0
+  with pytest.raises(ValueError, match="needs mae=true"):
+    real_data.get_config("text=false,mae=false")
+
+
+def test_trains_on_several_record_folders(corpus, tmp_path, monkeypatch):
+  """records_dir="A,B": both folders' training splits feed one run, joined with one teacher table."""
+  examples = [synthetic.generate_example(i, seed=1, duration_s=2.0) for i in range(100, 140)]
+  records.write_audio_records(tmp_path / "second", examples, dataset="synthetic")
+  first = records.open_split(corpus / "records", "train")
+  ids = [first[i]["id"] for i in range(len(first))] + [e["id"] for e in examples if e["split"] == "train"]
+  rng = np.random.default_rng(0)
+  rows = [(i, rng.normal(size=24).astype(np.float32), f"report {i}") for i in ids]
+  records.write_teacher_shards(tmp_path / "teacher", rows, num_shards=1, metadata={"model": "random"})
+  config = tiny_config(corpus, "tiny", num_train_steps=2, log_every_steps=1)
+  config.data.records_dir = f"{corpus / 'records'},{tmp_path / 'second'}"
+  config.data.teacher_dir = str(tmp_path / "teacher")
+  seen = set()
+  real = input_pipeline._CropAndJoin.random_map
+
+  def spy(self, example, rng):
+    seen.add(example["id"])
+    return real(self, example, rng)
+
+  monkeypatch.setattr(input_pipeline._CropAndJoin, "random_map", spy)
+  metrics = train.train_and_evaluate(config, tmp_path / "run")
+  assert np.isfinite(metrics["align_loss"])
+  assert seen <= set(ids) and seen & {e["id"] for e in examples}  # the second folder was read
