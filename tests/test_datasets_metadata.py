@@ -330,12 +330,14 @@ def test_mmlung_layout(tmp_path, table):
   assert {s.split for s in fold if s.subject_id != "2"} <= {"train", "valid"}
 
 
-def test_mmlung_xls_without_xlrd_is_reported(tmp_path):
-  fl.mmlung(tmp_path, table="xls")
-  if importlib.util.find_spec("xlrd") is not None:
-    pytest.skip("xlrd is installed; the skip path is not exercised")
-  specs, skipped = get_adapter("mmlung").list_examples(tmp_path)
-  assert not specs and len(skipped) == 4 and all("xlrd" in k.reason for k in skipped)
+def test_mmlung_per_participant_xls(tmp_path):
+  """Without All_path, targets come from each participant's .xls; an unreadable one is skipped, named."""
+  facts = fl.mmlung(tmp_path, table="xls")
+  specs, skipped = get_adapter("mmlung").list_examples(tmp_path, modality="vowel_o")
+  want = {p: dict(zip(("fvc", "fev1", "fev1_fvc"), t)) for p, t in facts["targets"].items() if p != "10"}
+  assert {s.subject_id: s.labels for s in specs} == want
+  unreadable = [k for k in skipped if k.where.endswith("12_spiro.xls")]
+  assert len(unreadable) == 1 and unreadable[0].reason.startswith("unreadable spirometry spreadsheet")
 
 
 def test_nosemic_layout(layouts):

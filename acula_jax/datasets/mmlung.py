@@ -5,7 +5,7 @@ Layout relied on (`data_dir`, as described by OPERA's datasets/mmlung README and
       deep breath: 9_3_deepbreath/{i}_deepbreaths.wav   vowel /o/: 5_2_O_single/{i}_vowelo.wav
       (other task folders exist; OPERA and this adapter use these two)
   spirometry_ground_truth/{participant}_*.xls   FVC in cell B23, FEV1 in B24, FEV1/FVC in B25 (read
-      with xlrd when it is installed, else these files are skipped with that reason)
+      with xlrd; a file xlrd cannot read is skipped, with the reason, in the manifest)
   All_path.xlsx (OPERA's extract_mmlung.py output) or All_path.csv with the same columns:
       Spirometry_file, Deep_Breath_file, O_Single_file, FVC, FEV1, FEV1/FVC - read without extra
       packages; the participant is the Spirometry_file stem before its first "_".
@@ -112,20 +112,19 @@ def _from_table(data_dir, skipped):
 
 
 def _from_xls(data_dir, skipped):
-  """{participant: targets} from spirometry_ground_truth/*.xls (needs xlrd)."""
+  """{participant: targets} from spirometry_ground_truth/*.xls; unreadable files are skipped and listed."""
   paths = sorted(glob.glob(os.path.join(data_dir, "spirometry_ground_truth", "*.xls")))
   if not paths:
     raise FileNotFoundError(f"{data_dir}: no All_path.xlsx/.csv and no spirometry_ground_truth/*.xls")
-  try:
-    import xlrd  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    skipped += [common.Skipped(p, "cannot read .xls without xlrd (install it or provide All_path.csv)")
-                for p in paths]
-    return {}
+  import xlrd  # pylint: disable=import-outside-toplevel  (a dependency; only this layout needs it)
   out = {}
   for path in paths:
-    sheet = xlrd.open_workbook(path).sheet_by_index(0)
-    targets = {k: _number(sheet.cell_value(r, c)) for k, (r, c) in LABEL_MAPS["xls_cells"].items()}
+    try:
+      sheet = xlrd.open_workbook(path).sheet_by_index(0)
+      targets = {k: _number(sheet.cell_value(r, c)) for k, (r, c) in LABEL_MAPS["xls_cells"].items()}
+    except (xlrd.XLRDError, OSError, IndexError, ValueError) as e:  # not an .xls, or too few rows
+      skipped.append(common.Skipped(path, f"unreadable spirometry spreadsheet ({type(e).__name__}: {e})"))
+      continue
     if any(v is None for v in targets.values()):
       skipped.append(common.Skipped(path, f"unparseable spirometry cells {targets}"))
     else:
