@@ -1,0 +1,32 @@
+"""Every config file loads with its documented variants, and the variants change what they say."""
+import pytest
+
+from configs import acula
+from configs import paper
+from configs.paper import opera_ce, opera_ct, opera_gt
+
+
+@pytest.mark.parametrize("module,encoder", [(opera_gt, "opera_gt"), (opera_ce, "opera_ce"),
+                                            (opera_ct, "opera_ct")])
+def test_paper_configs(module, encoder):
+  config = module.get_config("root=gs://b/acula")
+  assert config.model.name == encoder and config.loss.alignment == "linear_cka"
+  assert (config.batch_size, config.num_epochs, config.optim.learning_rate) == (48, 50, 1e-5)
+  assert config.optim.warmup_steps == 400 and config.optim.weight_decay == 0.01
+  folders = config.data.records_dir.split(",")
+  assert folders == [f"gs://b/acula/records/{f}" for f in paper.TRAIN_FOLDERS["all"]]
+  assert config.data.teacher_dir == "gs://b/acula/teacher/medgemma_4b"
+  assert config.init_from == f"gs://b/acula/checkpoints/{encoder}"
+  assert module.get_config("reference").loss.alignment == "reference_gram"
+  assert module.get_config("teacher=minilm").data.teacher_dir.endswith("teacher/minilm")
+  disjoint = module.get_config("train=disjoint").data.records_dir.split(",")
+  assert len(disjoint) < len(folders) and not set(paper.LEAKS) & {f.rsplit("/", 1)[1] for f in disjoint}
+  with pytest.raises(ValueError, match="reference"):
+    module.get_config("reference,loss=contrastive")
+
+
+def test_unknown_variant_is_an_error():
+  with pytest.raises(ValueError, match="unknown config variant 'lossy'"):
+    acula.get_config("lossy=1")
+  with pytest.raises(ValueError, match="loss must be one of"):
+    acula.get_config("loss=cosine")
