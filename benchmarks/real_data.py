@@ -155,7 +155,8 @@ def train_encoders(run: Runner, work: pathlib.Path, corpus: list, teacher: pathl
   return encoders
 
 
-def check_no_leak(corpus: list, teacher: pathlib.Path, eval_root: pathlib.Path, cache: pathlib.Path) -> dict:
+def check_no_leak(corpus: list, teacher: pathlib.Path, eval_root: pathlib.Path, cache: pathlib.Path,
+                  task_names=TASKS) -> dict:
   """Raises if any probe task's test example is in the corpus (training split) or the teacher table."""
   sys.path.insert(0, str(REPO))
   from acula_jax import evaluate
@@ -169,7 +170,7 @@ def check_no_leak(corpus: list, teacher: pathlib.Path, eval_root: pathlib.Path, 
   if not teacher_ids <= corpus_ids:
     raise AssertionError(f"{len(teacher_ids - corpus_ids)} teacher ids are not training-split corpus ids")
   out = {"corpus_examples": len(corpus_ids), "teacher_examples": len(teacher_ids), "tasks": {}}
-  for name in TASKS:
+  for name in task_names:
     task = tasks_lib.get(name)
     index = evaluate.records_index(eval_root / task.records, cache)
     folds = tasks_lib.make_folds(task, index)

@@ -1,0 +1,48 @@
+"""The guard of benchmarks/real_data.py: no probe test example may reach pretraining or alignment."""
+import importlib.util
+import pathlib
+
+import numpy as np
+import pytest
+
+from acula_jax import records
+from acula_jax import synthetic
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _real_data_module():
+  spec = importlib.util.spec_from_file_location("real_data", REPO / "benchmarks" / "real_data.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _teacher(path, ids):
+  rng = np.random.default_rng(0)
+  records.write_teacher_shards(path, [(i, rng.normal(size=8).astype(np.float32), "r") for i in ids],
+                               num_shards=1, metadata={"model": "random"})
+
+
+def test_leak_check(tiny_corpus, tmp_path):
+  real_data = _real_data_module()
+  tasks = [t.name for t in synthetic.DEMO_TASKS]
+  train = records.open_split(tiny_corpus / "records", "train")
+  train_ids = [train[i]["id"] for i in range(len(train))]
+  _teacher(tmp_path / "teacher", train_ids)
+  out = real_data.check_no_leak([tiny_corpus / "records"], tmp_path / "teacher", tiny_corpus, tmp_path / "cache",
+                                task_names=tasks)
+  assert out["corpus_examples"] == len(train_ids) and all(v["test_examples"] > 0 for v in out["tasks"].values())
+
+  # A corpus folder whose training split holds a recording that the probes test on.
+  test = records.open_split(tiny_corpus / "records", "test")
+  leaked = dict(test[0], split="train")
+  records.write_audio_records(tmp_path / "leaky", [leaked], dataset="synthetic")
+  with pytest.raises(AssertionError, match=f"test examples are in the training corpus, e.g. .*{leaked['id']}"):
+    real_data.check_no_leak([tiny_corpus / "records", tmp_path / "leaky"], tmp_path / "teacher", tiny_corpus,
+                            tmp_path / "cache", task_names=tasks)
+  # A teacher table with an id outside the corpus's training split.
+  _teacher(tmp_path / "teacher2", train_ids + [leaked["id"]])
+  with pytest.raises(AssertionError, match="teacher ids are not training-split corpus ids"):
+    real_data.check_no_leak([tiny_corpus / "records"], tmp_path / "teacher2", tiny_corpus, tmp_path / "cache",
+                            task_names=tasks)
