@@ -15,15 +15,44 @@ Labels: `sex` (female/male; OPERA T9), `smoker` (smoker/non-smoker; OPERA T8) wh
 `covid_status` as published. OPERA's T8/T9 use the cough-shallow modality (default `modality`),
 drop quality-0 files (`min_quality=1`) and participants without a usable label.
 
-Split: one recording per participant and modality, so splits are subject-wise by construction;
-seeded, stratified by the task label (`task`), default 64/16/20 like OPERA's 80/20 test split with
-20% of train held out for validation. OPERA's "Google" test split is a fixed list not reproduced here.
+Splits (`split`):
+  "opera"   OPERA's T8/T9 split, recomputed from the dataset's own metadata (no OPERA files needed).
+            What OPERA does (github.com/evelyn0414/OPERA, src/benchmark/processing/coswara_processing.py
+            and src/benchmark/linear_eval.py, linear_evaluation_coswara): walk combined_data.csv in file
+            order; per modality drop quality-0 files (annotations) and three ids hard-coded as broken
+            (OPERA_EXCLUDED); keep participants with a label that are usable in BOTH modalities of a pair
+            (cough-heavy + cough-shallow, breathing-deep + breathing-shallow: "aligned" lists); code
+            the label male 0 / female 1, non-smoker 0 / smoker 1; test = sklearn
+            train_test_split(test_size=0.2, random_state=1337, stratify=label) of that list; valid =
+            train_test_split(test_size=0.2, random_state=1337, stratify) of the train part, in the order
+            train_test_split returned it. Reproduced here step by step, so the assignment is identical.
+            Verified on Coswara-Data (github.com/iiscleap/Coswara-Data, master of 2023-06:
+            combined_data.csv + annotations/): the aligned lists (cough: 2496 participants for sex, 948
+            for smoker; breathing: 2123 and 713; same order and labels) and the test sets equal OPERA's
+            shipped feature/coswara_eval/{cough,breathing}_aligned_{filenames,*_label,train_test_split}
+            _*.npy exactly (set ACULA_COSWARA_DATA to rerun the cough check in the tests). OPERA's valid
+            part is not shipped: it is recomputed the same way, and equals what linear_evaluation_coswara
+            draws from OPERA's own shipped arrays.
+            The split needs the *membership* OPERA had: with AcuLa's two tables (no annotations) the
+            quality filter cannot be applied, the list is longer and the assignment differs from
+            OPERA's (a warning says so). Audio is checked after the split, so a missing file drops only
+            that participant (skipped, counted) and leaves everyone else's assignment as OPERA's.
+            OPERA also ships a "google" test split (google_*_cough_split.npy, to compare with HeAR);
+            its `--mapgoogle` flag is never passed to linear_evaluation_coswara, so the reported
+            T8/T9 use the split above, which is the one reproduced.
+  "seeded"  one recording per participant and modality, so splits are subject-wise by construction;
+            seeded (common.subject_split), stratified by the task label, default 64/16/20.
+  "auto"    (default) "opera" when `task` is sex/smoker and `modality` is one of OPERA's pairs,
+            otherwise "seeded" (OPERA defines no split without a task label).
 """
 
 import collections
 import csv
 import os
 import re
+import warnings
+
+import numpy as np
 
 from acula_jax.datasets import common
 
@@ -39,11 +68,19 @@ LABEL_MAPS = {
     "smoker": {"True": "smoker", "TRUE": "smoker", "y": "smoker", "yes": "smoker",
                "False": "non-smoker", "FALSE": "non-smoker", "n": "non-smoker", "no": "non-smoker"},
     "flag": {"True": True, "TRUE": True, "y": True, "False": False, "FALSE": False, "n": False},
+    "opera_code": {"sex": {"male": 0, "female": 1}, "smoker": {"non-smoker": 0, "smoker": 1}},
     "symptom": {"cough": "cough", "cold": "cold", "fever": "fever", "bd": "breathing difficulty",
                 "st": "sore throat", "ftg": "fatigue", "mp": "muscle pain", "loss_of_smell": "loss of smell",
                 "diarrhoea": "diarrhoea"},
 }
-
+SPLITS = ("auto", "opera", "seeded")
+# OPERA's "aligned" pairs: a participant counts only when usable in both modalities of the pair.
+OPERA_PAIRS = {"cough-heavy": "cough-shallow", "cough-shallow": "cough-heavy",
+               "breathing-deep": "breathing-shallow", "breathing-shallow": "breathing-deep"}
+# Ids coswara_processing.py leaves out (audio not working / missing in the release), per modality.
+OPERA_EXCLUDED = {"C7Km0KttQRMMM6UoyocajfgZAOB3": MODALITIES, "kgjTguvo3vZJTO7F1qO9GxEicbA3": MODALITIES,
+                  "9hftEYixyhP1Neeq3fB7ZwITQC53": ("cough-shallow",)}
+OPERA_TEST_SIZE, OPERA_VALID_SIZE, OPERA_RANDOM_STATE = 0.2, 0.2, 1337
 
 
 def _bool(value):
@@ -83,9 +120,13 @@ def _participants(data_dir, skipped):
   return out
 
 
+def _annotation_path(data_dir, modality):
+  return os.path.join(data_dir, "annotations", f"{modality}_labels.csv")
+
+
 def _quality(data_dir, modality):
   """{id: quality} from annotations/{modality}_labels.csv; empty when the file is absent."""
-  path = os.path.join(data_dir, "annotations", f"{modality}_labels.csv")
+  path = _annotation_path(data_dir, modality)
   out = {}
   if os.path.isfile(path):
     with open(path, encoding="utf-8-sig", newline="") as f:
@@ -141,8 +182,52 @@ def _metadata(row, labels, modality):
   return meta
 
 
+def opera_split(participants, task, modality, quality, pair_quality, min_quality=1):
+  """OPERA's T8/T9 assignment (see the module docstring) and why participants are out of it.
+
+  Args:
+    participants: {id: raw row} in combined_data.csv order (the order matters: it is OPERA's list order).
+    task: "sex" or "smoker".
+    modality: one of OPERA_PAIRS; quality / pair_quality: {id: quality} of it and of its pair.
+    min_quality: OPERA drops quality 0, i.e. min_quality=1.
+
+  Returns:
+    ({id: "train" | "valid" | "test"}, {id: reason}); participants without a task label are in neither.
+  """
+  from sklearn.model_selection import train_test_split  # pylint: disable=g-import-not-at-top
+  pair = OPERA_PAIRS[modality]
+  members, codes, reasons = [], [], {}
+  for pid, row in participants.items():
+    labels = _labels(row)
+    if task not in labels:
+      continue
+    excluded = [m for m in (modality, pair) if m in OPERA_EXCLUDED.get(pid, ())]
+    if excluded:
+      reasons[pid] = f"excluded by OPERA ({excluded[0]} audio listed as not working in coswara_processing.py)"
+    elif quality.get(pid, min_quality) < min_quality:
+      reasons[pid] = f"{modality} quality {quality[pid]} < {min_quality}"
+    elif pair_quality.get(pid, min_quality) < min_quality:
+      reasons[pid] = (f"{pair} quality {pair_quality[pid]} < {min_quality} (OPERA keeps participants usable in "
+                      f"both {modality} and {pair})")
+    else:
+      members.append(pid)
+      codes.append(LABEL_MAPS["opera_code"][task][labels[task]])
+  codes = np.asarray(codes)
+  try:
+    train, test = train_test_split(np.arange(len(members)), test_size=OPERA_TEST_SIZE,
+                                   random_state=OPERA_RANDOM_STATE, stratify=codes)
+    train, valid = train_test_split(train, test_size=OPERA_VALID_SIZE, random_state=OPERA_RANDOM_STATE,
+                                    stratify=codes[train])
+  except ValueError as e:
+    raise ValueError(f"OPERA's split of {len(members)} participants ({task}, {modality}) failed: {e}") from e
+  assign = {}
+  for name, indices in (("train", train), ("valid", valid), ("test", test)):
+    assign.update((members[i], name) for i in indices)
+  return assign, reasons
+
+
 def list_examples(data_dir, *, audio_dir=None, check_audio=True, modality="cough-shallow", task=None,
-                  min_quality=1, seed=0, fractions=(0.64, 0.16, 0.2)):
+                  min_quality=1, split="auto", seed=0, fractions=(0.64, 0.16, 0.2)):
   """One spec per participant recording of `modality` and the participants that cannot be used.
 
   Args:
@@ -152,19 +237,37 @@ def list_examples(data_dir, *, audio_dir=None, check_audio=True, modality="cough
     modality: one of MODALITIES.
     task: None, "sex" (T9) or "smoker" (T8): keep only participants with that label.
     min_quality: drop files whose annotation quality is below this (when annotations exist).
-    seed, fractions: participant split, stratified by the task label.
+    split: "auto" (default), "opera" (OPERA's T8/T9 split, needs `task` and a paired modality) or
+      "seeded" (see the module docstring).
+    seed, fractions: the seeded participant split, stratified by the task label (split="seeded").
   """
   check_audio, min_quality, fractions = _bool(check_audio), int(min_quality), _fractions(fractions)
   if modality not in MODALITIES:
     raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
   if task not in (None, "sex", "smoker"):
     raise ValueError(f"task must be None, 'sex' or 'smoker', got {task!r}")
+  if split not in SPLITS:
+    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+  if split == "auto":
+    split = "opera" if task and modality in OPERA_PAIRS else "seeded"
+  if split == "opera" and not (task and modality in OPERA_PAIRS):
+    raise ValueError(f"split='opera' needs task 'sex' or 'smoker' and a modality in {sorted(OPERA_PAIRS)}, "
+                     f"got task={task!r}, modality={modality!r}")
   data_dir = os.fspath(data_dir)
   audio_dir = os.fspath(audio_dir) if audio_dir else os.path.join(data_dir, "Extracted_data")
   skipped = []
   participants = _participants(data_dir, skipped)
   quality = _quality(data_dir, modality)
   audio = _audio_index(audio_dir, modality) if check_audio else {}
+  opera_out = {}
+  if split == "opera":
+    pair = OPERA_PAIRS[modality]
+    absent = [path for path in (_annotation_path(data_dir, modality), _annotation_path(data_dir, pair))
+              if not os.path.isfile(path)]
+    if absent:
+      warnings.warn(f"coswara split='opera' without {', '.join(absent)}: OPERA's quality filter cannot be "
+                    "applied, so the participant list and the assignment differ from OPERA's", stacklevel=2)
+    assign, opera_out = opera_split(participants, task, modality, quality, _quality(data_dir, pair), min_quality)
   kept = []
   for pid in sorted(participants):
     row = participants[pid]
@@ -175,16 +278,19 @@ def list_examples(data_dir, *, audio_dir=None, check_audio=True, modality="cough
       skipped.append(common.Skipped(pid, f"{reason} for task {task}"))
     elif pid in quality and quality[pid] < min_quality:
       skipped.append(common.Skipped(pid, f"{modality} quality {quality[pid]} < {min_quality}"))
+    elif pid in opera_out:
+      skipped.append(common.Skipped(pid, opera_out[pid]))
     elif check_audio and pid not in audio:
       skipped.append(common.Skipped(pid, f"missing audio file ({modality}.wav)"))
     else:
       kept.append((pid, row, labels))
-  groups = collections.defaultdict(list)
-  for pid, _, labels in kept:
-    groups[labels.get(task, "") if task else labels.get("sex", "")].append(pid)
-  assign = {}
-  for key in sorted(groups):
-    assign.update(common.subject_split(groups[key], seed=seed, fractions=fractions))
+  if split == "seeded":
+    groups = collections.defaultdict(list)
+    for pid, _, labels in kept:
+      groups[labels.get(task, "") if task else labels.get("sex", "")].append(pid)
+    assign = {}
+    for key in sorted(groups):
+      assign.update(common.subject_split(groups[key], seed=seed, fractions=fractions))
   specs = []
   for pid, row, labels in kept:
     path = audio.get(pid) or os.path.join(audio_dir, "*", pid, modality + ".wav")

@@ -67,8 +67,9 @@ TRAIN_FOLDERS = {
 # What `train=all` lets into alignment that another task then tests on (the reports state these
 # labels, so the encoder may have been taught the test answer):
 LEAKS = {
-    "coughvid_covid": "t6_coughvid_sex: coughvid_sex splits the same uuids with another stratification, "
-                      "so part of its test set is in coughvid_covid's train split (reports state sex)",
+    "coughvid_covid": "t6_coughvid_sex: under the default seeded split, coughvid_sex splits the same uuids "
+                      "with another stratification, so part of its test set is in coughvid_covid's train "
+                      "split (reports state sex); prepared with split=opera both use OPERA's lists",
     "coswara_smoker": "t9_coswara_sex: likewise for the same participants (reports state sex)",
     "mmlung_deep_breath": "t13-t15: leave-one-subject-out makes every recording a test recording of "
                           "some fold (reports state FVC, FEV1 and FEV1/FVC)",
