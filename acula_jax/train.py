@@ -44,7 +44,7 @@ def create_optimizer(config, total_steps: int):
 
 def compute_losses(model: acula.AculaModel, batch: dict, rng, config):
   """Total loss and its parts for one batch of waveforms (and teacher embeddings when aligning)."""
-  spec = audio.log_mel(batch["audio"], **config.audio)
+  spec = audio.spectrogram(batch["audio"], **config.audio)  # the encoder family's front end
   metrics = {}
   total = 0.0
   need_ssl = config.loss.mae_weight > 0 or config.align_features == "visible"
@@ -180,6 +180,7 @@ def _restore_if_any(config, workdir, manager, state, data_iterator):
 def train_and_evaluate(config, workdir) -> dict:
   """Trains per `config` in `workdir` (resuming if it holds checkpoints); returns final metrics."""
   workdir = pathlib.Path(workdir)
+  audio.check_frontend(config.model.name, config.audio, spec_shape=config.model.get("spec_shape"))
   workdir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))

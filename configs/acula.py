@@ -5,10 +5,17 @@ r"""AcuLa post-training of an audio encoder against precomputed teacher embeddin
       --config.init_from=PATH_TO_CONVERTED_OPERA_GT
 
 Variants (after the colon, comma separated):
-  encoder=opera_gt|opera_ce|opera_ct
-                            OPERA-GT MAE ViT-S (384-d), OPERA-CE EfficientNet-B0 (1280-d) or OPERA-CT
-                            HTS-AT (768-d); `python -m acula_jax.convert` turns the released
-                            checkpoints into --config.init_from directories
+  encoder=opera_gt|opera_ce|opera_ct|audiomae
+                            OPERA-GT MAE ViT-S (384-d), OPERA-CE EfficientNet-B0 (1280-d), OPERA-CT
+                            HTS-AT (768-d), or AudioMAE ViT-B/16 (768-d); `python -m acula_jax.convert`
+                            turns the released checkpoints into --config.init_from directories.
+                            The OPERA encoders read OPERA's log-mel (64 bins, hop 512; 8.16 s crops);
+                            AudioMAE reads its own front end (`audio.audiomae_fbank`): Kaldi fbanks of
+                            128 bins, 25 ms Hann windows every 10 ms, 1024 frames (10.26 s crops),
+                            normalised with AudioSet's mean/std. Its MAE decoder here is a plain
+                            8-block transformer, which matches `convert --from=audiomae --skip_decoder`;
+                            the released Swin decoder needs --config.model.decoder=swin
+                            --config.model.decoder_depth=16.
   loss=linear_cka|contrastive|reference_gram
                             pair-aware linear CKA (default), symmetric InfoNCE, or the authors' d x d Gram
                             formula (pair-agnostic; for reproducing their numbers only)
@@ -21,7 +28,7 @@ import types
 import ml_collections
 
 ALIGNMENT_LOSSES = ("linear_cka", "contrastive", "reference_gram")
-ENCODERS = ("opera_gt", "opera_ce", "opera_ct")
+ENCODERS = ("opera_gt", "opera_ce", "opera_ct", "audiomae")
 
 
 def parse_arg(arg, **defaults):
@@ -47,9 +54,7 @@ def get_config(arg=None):
   if args.loss not in ALIGNMENT_LOSSES:
     raise ValueError(f"loss must be one of {ALIGNMENT_LOSSES}, got {args.loss!r}")
   if args.encoder not in ENCODERS:
-    raise ValueError(
-        f"encoder {args.encoder!r} is not available here; choose from {ENCODERS} (AudioMAE also "
-        "converts, but needs a 128-bin Kaldi fbank front end that acula_jax.audio does not have)")
+    raise ValueError(f"encoder {args.encoder!r} is not available here; choose from {ENCODERS}")
 
   config = ml_collections.ConfigDict()
   config.seed = 0
@@ -71,6 +76,10 @@ def get_config(arg=None):
         name=args.encoder, width=384, depth=12, num_heads=6, mlp_ratio=4.0, decoder="transformer",
         decoder_width=256, decoder_depth=4, decoder_heads=8, mask_ratio=0.7,
         norm_pix_loss=False, spec_frames=256, pos_layout="patch_hw", dtype="float32"))
+  elif args.encoder == "audiomae":
+    from acula_jax.models import audiomae  # pylint: disable=g-import-not-at-top
+    config.model = ml_collections.ConfigDict(dict(name="audiomae", **audiomae.CONFIG, dtype="float32"))
+    set_audiomae_frontend(config)
   else:  # COLA encoders: their modules' configs (their SSL loss is weighted by loss.mae_weight)
     from acula_jax.models import opera_ce, opera_ct  # pylint: disable=g-import-not-at-top
     module = {"opera_ce": opera_ce, "opera_ct": opera_ct}[args.encoder]
@@ -119,3 +128,11 @@ def get_config(arg=None):
   config.eval.data_root = ""           # prepared records per task family; "" = data.records_dir
   config.eval.tsne_points = 600        # recordings per t-SNE map in report.html (0 = none)
   return config
+
+
+def set_audiomae_frontend(config):
+  """AudioMAE's fbank front end sized to `config.model.spec_shape`, and crops that fill it exactly."""
+  from acula_jax import audio  # pylint: disable=g-import-not-at-top
+  frames, bins = config.model.spec_shape
+  config.audio = ml_collections.ConfigDict(audio.frontend_for("audiomae", spec_shape=(frames, bins)))
+  config.data.clip_frames = int(frames)  # 1024 frames of 10 ms: 164,080 samples (10.255 s) at 16 kHz

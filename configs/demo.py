@@ -9,25 +9,35 @@ Two stages share this file (variants after the colon):
       --config.init_from=workdir/demo/pretrain
 
 `make demo` runs the whole chain, corpus and teacher embeddings included. `:tiny` is the test size.
+`:encoder=audiomae` swaps in a small AudioMAE-shaped ViT on its own Kaldi fbank front end (the same
+stages; 16 x 16 patches of 128-bin fbanks, 192 frames = 1.9 s crops; tiny: 8 x 8 patches, 32 bins).
 """
 import ml_collections
 
 from configs import acula
 
+DEMO_ENCODERS = ("opera_gt", "audiomae")
+
 
 def get_config(arg=None):
-  """Returns the demo config; `arg` is 'stage=pretrain|align,tiny,loss=...'."""
-  args = acula.parse_arg(arg, stage="align", tiny=False, loss="linear_cka")
-  config = acula.get_config(f"encoder=opera_gt,loss={args.loss}")
+  """Returns the demo config; `arg` is 'stage=pretrain|align,tiny,loss=...,encoder=opera_gt|audiomae'."""
+  args = acula.parse_arg(arg, stage="align", tiny=False, loss="linear_cka", encoder="opera_gt")
+  if args.encoder not in DEMO_ENCODERS:
+    raise ValueError(f"the demo has encoder={'|'.join(DEMO_ENCODERS)}, got {args.encoder!r}")
+  config = acula.get_config(f"encoder={args.encoder},loss={args.loss}")
 
   config.data.records_dir = "workdir/demo/data/records"
   config.data.teacher_dir = "workdir/demo/data/teacher"
   # 2 s crops (64 frames, 256 patches) instead of OPERA's 8.16 s so the demo fits a 2-core CPU;
   # probes still see whole recordings (averaged 2 s chunks).
-  config.data.clip_frames = 64
-
-  config.model.update(width=64, depth=3, num_heads=2, decoder_width=64, decoder_depth=1,
-                      decoder_heads=2, spec_frames=64)
+  if args.encoder == "opera_gt":
+    config.data.clip_frames = 64
+    config.model.update(width=64, depth=3, num_heads=2, decoder_width=64, decoder_depth=1,
+                        decoder_heads=2, spec_frames=64)
+  else:
+    config.model.update(spec_shape=(192, 128), width=64, depth=3, num_heads=2, decoder_width=64,
+                        decoder_depth=1, decoder_heads=2)
+    acula.set_audiomae_frontend(config)
   config.heads.hidden_dim = 256
   config.heads.out_dim = 128
 
@@ -56,9 +66,14 @@ def get_config(arg=None):
 
 def _make_tiny(config: ml_collections.ConfigDict):
   """Seconds-long runs for the tests."""
-  config.data.clip_frames = 32
-  config.model.update(width=32, depth=1, num_heads=2, decoder_width=32, decoder_depth=1,
-                      decoder_heads=2, spec_frames=32)
+  if config.model.name == "audiomae":
+    config.model.update(spec_shape=(64, 32), patch_size=(8, 8), width=32, depth=1, num_heads=2,
+                        decoder_width=32, decoder_depth=1, decoder_heads=2)
+    acula.set_audiomae_frontend(config)  # 64 frames (0.66 s crops) of 32 bins
+  else:
+    config.data.clip_frames = 32
+    config.model.update(width=32, depth=1, num_heads=2, decoder_width=32, decoder_depth=1,
+                        decoder_heads=2, spec_frames=32)
   config.heads.hidden_dim = 32
   config.heads.out_dim = 16
   config.batch_size = 8

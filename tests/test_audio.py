@@ -1,4 +1,4 @@
-"""Tests for acula_jax.audio against librosa, the reference OPERA itself uses."""
+"""Tests for acula_jax.audio: log-mel against librosa (OPERA's reference), fbank against Kaldi."""
 
 import jax
 import librosa
@@ -124,6 +124,169 @@ def test_log_mel_matches_librosa_on_physionet(shared_data):
   batch = np.asarray(audio.log_mel(np.stack(waves)))
   for wave, ours in zip(waves, batch):
     np.testing.assert_allclose(ours, opera_log_mel(wave), rtol=0, atol=TOL)
+
+
+# ----------------------------------------------------------------------------
+# Kaldi fbank and AudioMAE's input, against kaldi-native-fbank (k2-fsa's C++ port
+# of Kaldi's feature code; torchaudio's kaldi.fbank, what AudioMAE calls, does not
+# install beside the CPU torch here).
+# ----------------------------------------------------------------------------
+
+# Entries below this log energy (4.5e-5) sit near Kaldi's floor log(eps) = -15.94, where float32
+# FFT rounding (about eps * |frame|) is the whole value: there, kaldi-native-fbank and torchaudio
+# differ from each other by up to 1.4e-2 on the chirp, so no float32 implementation can promise more.
+NEAR_FLOOR = -10.0
+FBANK_TOL = 1e-3
+FLOOR_TOL = 5e-2
+# (window, mel bins, frame length ms, frame shift ms): AudioMAE's window with as many bins as a
+# 25 ms frame allows (Kaldi refuses 128 there, see below), Kaldi's defaults, and 128 bins on 50 ms.
+KALDI_SETTINGS = [("hanning", 80, 25.0, 10.0), ("povey", 23, 25.0, 10.0), ("hamming", 128, 50.0, 20.0)]
+
+
+def knf_fbank(wave, window_type="hanning", num_mel_bins=80, frame_length_ms=25.0, frame_shift_ms=10.0):
+  """kaldi-native-fbank's log fbank, AudioMAE's torchaudio options otherwise (no dither or energy)."""
+  import kaldi_native_fbank as knf  # pylint: disable=g-import-not-at-top  (test extra)
+  opts = knf.FbankOptions()
+  opts.frame_opts.samp_freq = 16000
+  opts.frame_opts.dither = 0.0
+  opts.frame_opts.window_type = window_type
+  opts.frame_opts.frame_length_ms = frame_length_ms
+  opts.frame_opts.frame_shift_ms = frame_shift_ms
+  opts.frame_opts.snip_edges = True
+  opts.mel_opts.num_bins = num_mel_bins
+  opts.use_energy = False
+  opts.htk_compat = True
+  fbank = knf.OnlineFbank(opts)
+  fbank.accept_waveform(16000, np.asarray(wave, np.float32).tolist())
+  fbank.input_finished()
+  return np.stack([fbank.get_frame(i) for i in range(fbank.num_frames_ready)])
+
+
+def _assert_log_energies_close(ours, ref):
+  assert ours.shape == ref.shape and ours.dtype == np.float32
+  diff = np.abs(ours - ref)
+  above = ref > NEAR_FLOOR
+  assert above.mean() > 0.1  # the tight bound covers a real share of the spectrogram
+  assert diff[above].max() <= FBANK_TOL, diff[above].max()
+  assert diff.max() <= FLOOR_TOL, diff.max()
+
+
+def _physionet_16k(shared_data, name="a0001"):
+  path = shared_data / "physionet2016" / "training-a" / f"{name}.wav"
+  if not path.is_file():
+    pytest.skip(f"no PhysioNet 2016 file at {path}")
+  return librosa.load(path, sr=16000)[0]
+
+
+def _fbank_signals(shared_data):
+  rng = np.random.default_rng(0)
+  return {
+      "noise": (0.1 * rng.standard_normal(160000)).astype(np.float32),
+      "chirp": (0.5 * librosa.chirp(fmin=30, fmax=7900, sr=16000, duration=10.0)).astype(np.float32),
+      "physionet": _physionet_16k(shared_data),  # 2 kHz heart sounds, resampled with librosa (soxr_hq)
+  }
+
+
+@pytest.mark.parametrize("window_type,bins,length_ms,shift_ms", KALDI_SETTINGS)
+def test_kaldi_mel_banks_match_kaldi_native_fbank(window_type, bins, length_ms, shift_ms):
+  import kaldi_native_fbank as knf  # pylint: disable=g-import-not-at-top
+  frame_opts = knf.FrameExtractionOptions()
+  frame_opts.samp_freq = 16000
+  frame_opts.frame_length_ms = length_ms
+  frame_opts.window_type = window_type
+  ref = np.asarray(knf.MelBanks(knf.MelBanksOptions(num_bins=bins), frame_opts).get_matrix()).T
+  length, _ = audio.kaldi_frame_sizes(16000, length_ms, shift_ms)
+  ours = audio.kaldi_mel_banks(bins, 1 << (length - 1).bit_length())
+  assert ours.shape == ref.shape
+  np.testing.assert_allclose(ours, ref, rtol=0, atol=5e-5)  # Kaldi computes the triangles in float32
+
+
+@pytest.mark.parametrize("window_type,bins,length_ms,shift_ms", KALDI_SETTINGS)
+def test_kaldi_fbank_matches_kaldi_native_fbank(shared_data, window_type, bins, length_ms, shift_ms):
+  signals = _fbank_signals(shared_data)
+  kwargs = dict(window_type=window_type, num_mel_bins=bins, frame_length_ms=length_ms,
+                frame_shift_ms=shift_ms)
+  for name, wave in signals.items():
+    ours = np.asarray(audio.kaldi_fbank(wave, **kwargs))
+    assert ours.shape[0] == audio.kaldi_num_frames(wave.size, 16000, length_ms, shift_ms), name
+    _assert_log_energies_close(ours, knf_fbank(wave, **kwargs))
+
+
+def test_kaldi_fbank_batch_equals_per_example_and_vmap():
+  rng = np.random.default_rng(3)
+  waves = (rng.standard_normal((3, 16000)) * np.array([[1.0], [1e-3], [30.0]])).astype(np.float32)
+  batch = np.asarray(audio.kaldi_fbank(waves, num_mel_bins=40))
+  assert batch.shape == (3, 98, 40)
+  for wave, row in zip(waves, batch):
+    np.testing.assert_allclose(row, np.asarray(audio.kaldi_fbank(wave, num_mel_bins=40)), rtol=0, atol=1e-5)
+  mapped = np.asarray(jax.vmap(lambda w: audio.kaldi_fbank(w, num_mel_bins=40))(waves))
+  np.testing.assert_allclose(mapped, batch, rtol=0, atol=1e-5)
+  # Silence is the floor, not -inf or NaN.
+  np.testing.assert_array_equal(np.asarray(audio.kaldi_fbank(np.zeros(800, np.float32))),
+                                np.full((3, 23), np.log(np.finfo(np.float32).eps), np.float32))
+  with pytest.raises(ValueError, match="shorter than one 400-sample"):
+    audio.kaldi_fbank(np.ones(399, np.float32))
+  with pytest.raises(ValueError, match="window_type"):
+    audio.kaldi_fbank(np.ones(800, np.float32), window_type="kaiser")
+
+
+@pytest.mark.parametrize("seconds,target_frames", [(0.5, 64), (3.0, 64)])  # pads; crops
+def test_audiomae_fbank_is_normalised_kaldi_fbank(shared_data, seconds, target_frames):
+  """AudioMAE's dataset steps (mean removal, fbank, zero-pad or crop, normalise), reference fbanks."""
+  wave = _physionet_16k(shared_data)[:int(seconds * 16000)] + np.float32(0.01)  # a DC offset to remove
+  ours = np.asarray(audio.audiomae_fbank(wave, num_mel_bins=64, target_frames=target_frames))
+  ref = knf_fbank(wave - wave.mean(), num_mel_bins=64)[:target_frames]
+  ref = np.pad(ref, ((0, target_frames - len(ref)), (0, 0)))
+  ref = (ref - audio.AUDIOSET_MEAN) / (2 * audio.AUDIOSET_STD)
+  assert ours.shape == (target_frames, 64)
+  np.testing.assert_allclose(ours, ref, rtol=0, atol=FBANK_TOL / (2 * audio.AUDIOSET_STD))
+  if seconds < 1:  # padded frames read AudioMAE's normalised zero
+    np.testing.assert_allclose(ours[-5:], -audio.AUDIOSET_MEAN / (2 * audio.AUDIOSET_STD), atol=1e-6)
+
+
+def test_audiomae_frontend_shape_and_empty_mel_bin():
+  """The released setting: 10 s -> 998 frames padded to 1024 x 128. With 25 ms frames (512-point
+  FFT) the fourth of 128 mel triangles covers no FFT bin: Kaldi refuses that (kaldi-native-fbank
+  too), torchaudio returns the floor log(eps) there, and so do we."""
+  wave = (0.1 * np.random.default_rng(5).standard_normal(160000)).astype(np.float32)
+  spec = np.asarray(audio.spectrogram(wave, **audio.AUDIOMAE_FBANK))
+  assert spec.shape == (1024, 128) and spec.dtype == np.float32
+  np.testing.assert_array_equal(spec, np.asarray(audio.audiomae_fbank(wave)))
+  floor = (np.log(np.finfo(np.float32).eps) - audio.AUDIOSET_MEAN) / (2 * audio.AUDIOSET_STD)
+  np.testing.assert_allclose(spec[:998, 3], floor, atol=1e-6)
+  assert np.all(spec[:998].std(axis=0)[np.arange(128) != 3] > 0.01)
+  np.testing.assert_allclose(spec[998:], -audio.AUDIOSET_MEAN / (2 * audio.AUDIOSET_STD), atol=1e-6)
+  assert np.flatnonzero(audio.kaldi_mel_banks(128, 512).max(axis=0) == 0).tolist() == [3]
+
+
+def test_frontends_by_family_and_window_samples():
+  wave = _structured_signal(seconds=2.0)
+  np.testing.assert_array_equal(np.asarray(audio.spectrogram(wave, **audio.OPERA_LOG_MEL)),
+                                np.asarray(audio.log_mel(wave)))
+  opera = dict(audio.OPERA_LOG_MEL, n_mels=32)
+  assert audio.frontend_for("opera_ce", opera) == opera
+  assert audio.frontend_for("opera_gt", audio.AUDIOMAE_FBANK) == audio.OPERA_LOG_MEL
+  assert audio.frontend_for("audiomae", opera) == audio.AUDIOMAE_FBANK
+  tiny = audio.frontend_for("audiomae", opera, spec_shape=(64, 32))
+  assert (tiny["target_frames"], tiny["num_mel_bins"]) == (64, 32)
+  assert audio.frontend_for("audiomae", tiny) == tiny
+  for config, frames in ((audio.OPERA_LOG_MEL, 256), (audio.AUDIOMAE_FBANK, 1024), (tiny, 64)):
+    n = audio.window_samples(frames, config)
+    if audio.frontend_name(config) == "log_mel":
+      assert audio.num_frames(n) == frames and audio.num_frames(n - 1) == frames - 1
+    else:
+      assert audio.kaldi_num_frames(n) == frames and audio.kaldi_num_frames(n - 1) == frames - 1
+      assert np.asarray(audio.kaldi_fbank(np.ones(n, np.float32))).shape[0] == frames
+  assert audio.window_samples(1024, audio.AUDIOMAE_FBANK) == 164080
+  audio.check_frontend("audiomae", tiny, spec_shape=(64, 32))
+  with pytest.raises(ValueError, match="takes the 'audiomae_fbank' front end"):
+    audio.check_frontend("audiomae", opera)
+  with pytest.raises(ValueError, match="takes the 'log_mel' front end"):
+    audio.check_frontend("opera_gt", tiny)
+  with pytest.raises(ValueError, match="spec_shape is"):
+    audio.check_frontend("audiomae", tiny, spec_shape=(1024, 128))
+  with pytest.raises(ValueError, match="unknown front end"):
+    audio.spectrogram(wave, frontend="mfcc")
 
 
 # ----------------------------------------------------------------------------

@@ -30,3 +30,14 @@ def test_unknown_variant_is_an_error():
     acula.get_config("lossy=1")
   with pytest.raises(ValueError, match="loss must be one of"):
     acula.get_config("loss=cosine")
+
+
+def test_audiomae_config_reads_its_fbank():
+  from acula_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  config = acula.get_config("encoder=audiomae")
+  assert config.model.name == "audiomae" and tuple(config.model.spec_shape) == (1024, 128)
+  assert config.audio.frontend == "audiomae_fbank" and config.audio.window_type == "hanning"
+  assert (config.audio.target_frames, config.audio.num_mel_bins) == (1024, 128)
+  assert (config.audio.mean, config.audio.std) == (-4.2677393, 4.5689974)
+  assert config.data.clip_frames == 1024 and input_pipeline.clip_samples(config) == 164080
+  assert "frontend" not in acula.get_config("encoder=opera_ct").audio  # OPERA's log-mel

@@ -212,3 +212,46 @@ def test_trains_on_several_record_folders(corpus, tmp_path, monkeypatch):
   metrics = train.train_and_evaluate(config, tmp_path / "run")
   assert np.isfinite(metrics["align_loss"])
   assert seen <= set(ids) and seen & {e["id"] for e in examples}  # the second folder was read
+
+
+def test_audiomae_trains_on_its_fbank_and_yields_evaluation_features(corpus, tmp_path):
+  """encoder=audiomae: AcuLa steps on Kaldi fbanks, probes after training, and the export's features."""
+  from acula_jax import audio
+  from acula_jax import evaluate
+  from configs import acula as acula_config
+  config = tiny_config(corpus, "tiny,encoder=audiomae", num_train_steps=4, log_every_steps=2)
+  assert config.audio.frontend == "audiomae_fbank" and tuple(config.model.spec_shape) == (64, 32)
+  config.eval.tasks = "demo"
+  metrics = train.train_and_evaluate(config, tmp_path)
+  assert np.isfinite(metrics["align_loss"]) and np.isfinite(metrics["mae_loss"])
+  saved = json.loads((tmp_path / "eval" / "results.json").read_text())
+  for task in synthetic.DEMO_TASKS:
+    for outcome in saved["tasks"][task.name].values():
+      assert 0.0 <= outcome["mean"] <= 1.0
+  aligned_key = saved["features"]["aligned (linear_cka)"][synthetic.DEMO_TASKS[0].name]
+  info = json.loads(next((tmp_path / "eval" / "features").glob(f"*/{aligned_key}/info.json")).read_text())
+  assert info["family"] == "audiomae" and info["audio"] == config.audio.to_dict()
+  assert info["window"] == audio.window_samples(64, config.audio) == 400 + 63 * 160
+
+  # The export through the CLI's path: an OPERA evaluation config still gives AudioMAE its fbank.
+  encoder = evaluate.from_export("am", tmp_path)
+  assert (encoder.family, encoder.frames, encoder.spec_shape) == ("audiomae", 64, (64, 32))
+  opera_audio = acula_config.get_config().audio.to_dict()
+  window = evaluate.encoder_window(encoder, None, opera_audio)
+  featurizer = evaluate.encoder_featurizer(encoder, opera_audio, window, batch_size=4)
+  assert window == info["window"] and featurizer.info["audio"] == config.audio.to_dict()
+  waves = [synthetic.generate_example(i, seed=3, duration_s=d)["audio"] for i, d in enumerate((0.5, 2.0, 3.3))]
+  features = evaluate.featurize_waves(waves, featurizer)
+  assert features.shape == (3, 32) and np.all(np.isfinite(features))
+  assert np.ptp(features, axis=0).max() > 0
+
+
+def test_encoder_and_front_end_must_agree(corpus, tmp_path):
+  config = tiny_config(corpus, "tiny,encoder=audiomae")
+  config.audio = demo.get_config("tiny").audio
+  with pytest.raises(ValueError, match="takes the 'audiomae_fbank' front end"):
+    train.train_and_evaluate(config, tmp_path / "a")
+  config = tiny_config(corpus, "tiny,encoder=audiomae")
+  config.audio.num_mel_bins = 64
+  with pytest.raises(ValueError, match="spec_shape is"):
+    train.train_and_evaluate(config, tmp_path / "b")
