@@ -5,6 +5,12 @@ BIN := $(VENV)/bin
 # The CPU build of torch; it serves only the offline teacher job and the PyTorch-reference tests.
 TORCH := torch==2.13.0
 STAMP := $(VENV)/.installed
+# timm (+ torchvision, pillow), only for the timm parity tests (tests/timm_side.py puts this
+# folder on their own sys.path). Not in the venv: the registry's torchvision is a CUDA build that, beside
+# the CPU torch, breaks transformers' model imports (the teacher job). --no-deps keeps torch untouched;
+# timm's other deps (huggingface_hub, safetensors, pyyaml) come with transformers.
+TIMM_SIDE := $(VENV)/timm-side
+TIMM_PKGS := timm==1.0.31 torchvision==0.28.0 pillow==13.0.0
 DEMO := workdir/demo
 DEMO_EXAMPLES ?= 1200
 PYTEST_ARGS ?=
@@ -17,6 +23,7 @@ $(STAMP): setup.py
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -e ".[teacher,test,tfds]" $(TORCH)
+	$(BIN)/python -m pip install -q --no-deps --upgrade --target $(TIMM_SIDE) $(TIMM_PKGS)
 	touch $@
 
 # Each stage skips work that is already done (or resumes it), so an interrupted demo continues.

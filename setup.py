@@ -45,6 +45,9 @@ setuptools.setup(
                  "kaldi-native-fbank>=1.20"],
         # Not timm: it imports torchvision, whose registry wheels are CUDA builds; beside the CPU torch
         # (with pillow, which it pulls) transformers then fails to import BertModel / ClapAudioModel
-        # ("operator torchvision::nms does not exist"), i.e. the teacher job. The timm parity tests skip.
+        # ("operator torchvision::nms does not exist"), i.e. the teacher job. `make install` puts
+        # timm, torchvision and pillow (--no-deps, pinned) in .venv/timm-side instead, a folder only
+        # the timm parity tests of tests/test_encoders.py add to their sys.path, after registering
+        # the missing op schemas; without that folder those tests skip.
     },
 )

@@ -14,7 +14,6 @@ Tiny configs run by default; one full-size check per encoder is marked slow.
 The PyTorch references are also used by `tests/test_convert.py` and `benchmarks/encoders.py`.
 """
 import functools
-import importlib.util
 import math
 
 from flax import nnx
@@ -29,6 +28,7 @@ from acula_jax.models import opera_ce
 from acula_jax.models import opera_ct
 from acula_jax.models import opera_gt
 from acula_jax.models import swin_decoder
+import timm_side
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -432,20 +432,6 @@ def _max_diff(a, b):
   return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
 
 
-def _import_timm():
-  if importlib.util.find_spec("torchvision") is not None:
-    # Test-only workaround (see ENV_NOTES): the registry's CUDA torchvision next to CPU torch
-    # lacks these op schemas and breaks `import timm`.
-    try:
-      lib = torch.library.Library("torchvision", "DEF")
-      lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-      lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-      _import_timm.keep = lib
-    except RuntimeError:
-      pass
-  return pytest.importorskip("timm")
-
-
 # ----------------------------------------------------------------------------
 # OPERA-GT and AudioMAE through the converter.
 
@@ -539,7 +525,7 @@ def test_audiomae_features_and_swin_decoder_match_torch(tmp_path):
 def test_audiomae_matches_vit_reference_full_size(reference):
   """Full-size ViT-B/16 features (slow for the plain reference; timm only if importable)."""
   if reference == "timm":
-    timm = _import_timm()
+    timm = timm_side.import_timm()
   ref = _audiomae_torch(10, tiny=False)
   sd = ref.state_dict()
   model, _, _ = convert.convert_state_dict("audiomae", sd, skip_decoder=True)
@@ -646,7 +632,7 @@ def _timm_to_efficientnet_pytorch(timm_sd):
 
 @pytest.mark.slow
 def test_opera_ce_trunk_matches_timm_efficientnet_b0():
-  timm = _import_timm()
+  timm = timm_side.import_timm()
   torch.manual_seed(40)
   trunk = randomize_norms(timm.create_model("efficientnet_b0", pretrained=False, num_classes=0), 41).eval()
   cnn1 = nn.Conv2d(1, 3, 3)

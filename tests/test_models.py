@@ -1,7 +1,6 @@
 """Tests for the OPERA-GT MAE ViT and the projection heads (tiny configs only)."""
 
 import functools
-import importlib.util
 import math
 
 from flax import nnx
@@ -14,6 +13,7 @@ import pytest
 from acula_jax import losses
 from acula_jax.models import heads
 from acula_jax.models import opera_gt
+import timm_side
 
 TINY = opera_gt.TINY_CONFIG  # spec (32, 64), width 32, depth 2, 2 heads, decoder 32 x 1
 N_TINY = (32 // 4) * (64 // 4)  # 128 patches
@@ -256,25 +256,10 @@ def _torch_features(m, spec):
     return fc_norm(x[:, 1:].mean(dim=1)).numpy()
 
 
-def _import_timm():
-  import torch
-  if importlib.util.find_spec("torchvision") is not None:
-    # Test-only workaround (see ENV_NOTES): the registry's CUDA torchvision
-    # next to CPU torch lacks these op schemas and breaks `import timm`.
-    try:
-      lib = torch.library.Library("torchvision", "DEF")
-      lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-      lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-      _import_timm.keep = lib  # the schemas live as long as the library object
-    except RuntimeError:
-      pass  # already defined by an earlier import
-  return pytest.importorskip("timm")
-
-
 def _timm_features(m, spec):
   """The same forward through timm's VisionTransformer (global_pool='avg')."""
   import torch
-  timm = _import_timm()
+  timm = timm_side.import_timm()
   width = TINY["width"]
   vit = timm.models.vision_transformer.VisionTransformer(
       img_size=(32, 64), patch_size=4, in_chans=1, num_classes=0, embed_dim=width,
