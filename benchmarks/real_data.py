@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import pathlib
+import re
 import shlex
 import subprocess
 import sys
@@ -74,6 +75,9 @@ def parse_args(argv=None):
                       help="holds physionet2016/, yaseen2018/, hls_cmds/ in their published layouts")
   parser.add_argument("--workdir", default="workdir/real")
   parser.add_argument("--runs", default="all", help="comma-separated run names of RUNS, or all")
+  parser.add_argument("--seed", type=int, default=0,
+                      help="training seed of the alignment runs (0: the first; others go to *_seedN "
+                           "folders and get ' [seed N]' in the table, which holds every run on disk)")
   parser.add_argument("--pretrain_steps", type=int, default=0, help="0: configs/real_data.py's")
   parser.add_argument("--align_steps", type=int, default=0, help="0: configs/real_data.py's")
   parser.add_argument("--baselines", default="logmel,egemaps")
@@ -134,25 +138,48 @@ def _override(key, value) -> str:
   return f"--config.{key}={value}"
 
 
-def train_encoders(run: Runner, work: pathlib.Path, corpus: list, teacher: pathlib.Path, args) -> dict:
-  """MAE pretraining, then every selected alignment run; returns {table name: export dir}."""
+def _run_dir(work: pathlib.Path, name: str, seed: int) -> pathlib.Path:
+  return work / "align" / (_slug(name) + (f"_seed{seed}" if seed else ""))
+
+
+def _table_name(name: str, seed: int) -> str:
+  return f"{name} [seed {seed}]" if seed else name
+
+
+def finished_encoders(work: pathlib.Path) -> dict:
+  """{table name: export dir} of the MAE encoder and every finished alignment run, any seed, RUNS order."""
+  encoders = {PRETRAINED: work / "pretrain" / "export"}
+  for name in RUNS:
+    seeds = []
+    for folder in (work / "align").glob(_slug(name) + "*"):
+      match = re.fullmatch(re.escape(_slug(name)) + r"(?:_seed(\d+))?", folder.name)
+      if match and (folder / "export" / "manifest.json").is_file():
+        seeds.append(int(match.group(1) or 0))
+    encoders.update({_table_name(name, seed): _run_dir(work, name, seed) / "export" for seed in sorted(seeds)})
+  return encoders
+
+
+def train_encoders(run: Runner, work: pathlib.Path, corpus: list, teacher: pathlib.Path, args):
+  """MAE pretraining, then every selected alignment run (at `args.seed`)."""
   records = ",".join(map(str, corpus))
   common = [_override("data.records_dir", records)] + [e if e.startswith("--") else f"--{e}" for e in args.extra]
   pretrain = work / "pretrain"
   steps = [_override("num_train_steps", args.pretrain_steps)] if args.pretrain_steps else []
   run("pretrain (MAE)", [PY, "-m", "acula_jax.main", "--config=configs/real_data.py:stage=pretrain",
                          f"--workdir={pretrain}", *common, *steps], done=pretrain / "export" / "manifest.json")
-  encoders = {PRETRAINED: pretrain / "export"}
   names = list(RUNS) if args.runs == "all" else [n.strip() for n in args.runs.split(",")]
+  unknown = sorted(set(names) - set(RUNS))
+  if unknown:
+    raise ValueError(f"unknown runs {unknown}; known: {list(RUNS)}")
   for name in names:
     variant = RUNS[name]
-    out = work / "align" / _slug(name)
+    out = _run_dir(work, name, args.seed)
     steps = [_override("num_train_steps", args.align_steps)] if args.align_steps else []
     text = [] if "text=false" in variant else [_override("data.teacher_dir", teacher)]
-    run(name, [PY, "-m", "acula_jax.main", f"--config=configs/real_data.py:{variant}", f"--workdir={out}",
-               *common, *text, _override("init_from", pretrain), *steps], done=out / "export" / "manifest.json")
-    encoders[name] = out / "export"
-  return encoders
+    seed = [_override("seed", args.seed)] if args.seed else []
+    run(_table_name(name, args.seed), [
+        PY, "-m", "acula_jax.main", f"--config=configs/real_data.py:{variant}", f"--workdir={out}", *common,
+        *text, _override("init_from", pretrain), *steps, *seed], done=out / "export" / "manifest.json")
 
 
 def check_no_leak(corpus: list, teacher: pathlib.Path, eval_root: pathlib.Path, cache: pathlib.Path,
@@ -278,14 +305,19 @@ def main(argv=None):
                            f"--reports={reports}", f"--output={teacher}"], done=teacher / "manifest.json",
       env={"HF_HUB_OFFLINE": "1"})
   leak = check_no_leak(corpus, teacher, work / "eval_records", work / "eval_all" / "eval" / "features")
-  encoders = train_encoders(run, work, corpus, teacher, args)
+  train_encoders(run, work, corpus, teacher, args)
+  encoders = finished_encoders(work)
   eval_dir = work / "eval_all"
+  # The table holds every finished run; it is redone when that set changes (cached features are reused).
+  done = eval_dir / "eval" / "done.json"
+  evaluated = json.loads(done.read_text()) if done.is_file() else None
+  if evaluated != sorted(encoders):
+    done.unlink(missing_ok=True)
   run("evaluate", [PY, "-m", "acula_jax.evaluate", f"--workdir={eval_dir}", f"--tasks={','.join(TASKS)}",
                    f"--data_root={work / 'eval_records'}", f"--baselines={args.baselines}",
                    f"--seeds={args.seeds}", f"--tsne_points={args.tsne_points}",
-                   *[f"--encoder={name}={path}" for name, path in encoders.items()]],
-      done=eval_dir / "eval" / "done")
-  (eval_dir / "eval" / "done").touch()
+                   *[f"--encoder={name}={path}" for name, path in encoders.items()]], done=done)
+  done.write_text(json.dumps(sorted(encoders)))
   summary = {"commands": run.commands, "leakage_check": leak,
              "training": {name: run_metrics(path) for name, path in encoders.items()},
              "wall_seconds_this_invocation": round(time.time() - started, 1)}
