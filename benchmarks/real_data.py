@@ -74,7 +74,7 @@ def parse_args(argv=None):
   parser.add_argument("--data_dir", default="../shared/data",
                       help="holds physionet2016/, yaseen2018/, hls_cmds/ in their published layouts")
   parser.add_argument("--workdir", default="workdir/real")
-  parser.add_argument("--runs", default="all", help="comma-separated run names of RUNS, or all")
+  parser.add_argument("--runs", default="all", help="run names of RUNS separated by ';' (they hold commas), or all")
   parser.add_argument("--seed", type=int, default=0,
                       help="training seed of the alignment runs (0: the first; others go to *_seedN "
                            "folders and get ' [seed N]' in the table, which holds every run on disk)")
@@ -167,7 +167,7 @@ def train_encoders(run: Runner, work: pathlib.Path, corpus: list, teacher: pathl
   steps = [_override("num_train_steps", args.pretrain_steps)] if args.pretrain_steps else []
   run("pretrain (MAE)", [PY, "-m", "acula_jax.main", "--config=configs/real_data.py:stage=pretrain",
                          f"--workdir={pretrain}", *common, *steps], done=pretrain / "export" / "manifest.json")
-  names = list(RUNS) if args.runs == "all" else [n.strip() for n in args.runs.split(",")]
+  names = list(RUNS) if args.runs == "all" else [n.strip() for n in args.runs.split(";") if n.strip()]
   unknown = sorted(set(names) - set(RUNS))
   if unknown:
     raise ValueError(f"unknown runs {unknown}; known: {list(RUNS)}")
