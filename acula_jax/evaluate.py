@@ -29,6 +29,8 @@ What happens:
 
 `evaluate_encoders(config, out_dir, encoders)` is the same evaluation for `train.train_and_evaluate`.
 """
+import collections
+import concurrent.futures
 import dataclasses
 import functools
 import hashlib
@@ -110,16 +112,36 @@ class _ChunkAccumulator:
 
 
 class _RecordingAccumulator:
-  """One vector per whole recording (openSMILE)."""
+  """One vector per whole recording (openSMILE), computed on a worker thread.
+
+  openSMILE runs in C through ctypes, which releases the GIL, so on its own thread it overlaps with the
+  encoders' jitted batches instead of adding to them (about half the wall time of a cold evaluation
+  on 2 cores). One thread only: the featurizer (e.g. one `opensmile.Smile`) is never shared between
+  threads. At most `MAX_PENDING` recordings wait, so memory stays bounded when it falls behind.
+  """
+  MAX_PENDING = 32
 
   def __init__(self, featurizer: baselines.Featurizer):
     self.fn = featurizer.function()
     self.vectors = {}
+    self.pending = collections.deque()
+    self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=featurizer.name)
 
   def add(self, row: int, wave: np.ndarray):
-    self.vectors[row] = np.asarray(self.fn(wave), np.float32)
+    self.pending.append((row, self.pool.submit(self.fn, wave)))
+    while len(self.pending) > self.MAX_PENDING:
+      self._collect()
+
+  def _collect(self):
+    row, future = self.pending.popleft()
+    self.vectors[row] = np.asarray(future.result(), np.float32)  # re-raises the worker's error here
 
   def result(self, num_rows: int) -> np.ndarray:
+    try:
+      while self.pending:
+        self._collect()
+    finally:
+      self.pool.shutdown(wait=True, cancel_futures=True)
     return np.stack([self.vectors[i] for i in range(num_rows)])
 
 

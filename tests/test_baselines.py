@@ -9,7 +9,7 @@ from acula_jax import evaluate
 from acula_jax import records
 from acula_jax import synthetic
 
-opensmile = pytest.importorskip("opensmile")   # to become an install_requires (setup.py); skipped where absent
+import opensmile
 
 AUDIO = {"sample_rate": 16000, "n_fft": 1024, "hop": 512, "n_mels": 64, "fmin": 50.0, "fmax": 8000.0,
          "top_db": 80.0}
@@ -67,3 +67,23 @@ def test_baselines_are_cached_like_encoders(tmp_path, monkeypatch):
   assert again_index == index
   for f in featurizers:
     np.testing.assert_array_equal(again[f.key], features[f.key])
+
+
+def test_whole_recording_features_on_a_worker_thread_keep_rows_and_errors():
+  """openSMILE runs beside the encoders on one worker thread: rows stay in order, memory bounded."""
+  import threading
+  threads = set()
+
+  def fn(wave):
+    threads.add(threading.get_ident())
+    if wave[0] < 0:
+      raise ValueError("bad recording")
+    return np.array([wave[0], len(wave)], np.float32)
+
+  featurizer = baselines.Featurizer("f", "f", "recording", fn)
+  waves = [np.full(10 + i, float(i), np.float32) for i in range(3 * evaluate._RecordingAccumulator.MAX_PENDING)]
+  got = evaluate.featurize_waves(waves, featurizer)
+  np.testing.assert_array_equal(got, [[i, 10 + i] for i in range(len(waves))])
+  assert len(threads) == 1 and threading.get_ident() not in threads
+  with pytest.raises(ValueError, match="bad recording"):
+    evaluate.featurize_waves(waves[:5] + [np.full(3, -1.0, np.float32)], featurizer)
