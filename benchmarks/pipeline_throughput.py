@@ -36,6 +36,8 @@ import shlex
 import sys
 import time
 
+from machine_info import machine  # benchmarks/, on sys.path when run as a script
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # configs/ is not an installed package
 
@@ -87,16 +89,6 @@ def build_config(args):
   if args.batch is not None:
     config.batch_size = args.batch
   return config
-
-
-def machine() -> str:
-  model = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), model)
-  except OSError:
-    pass
-  return f"{model}, {len(os.sched_getaffinity(0))} cores"
 
 
 def _close(iterator):

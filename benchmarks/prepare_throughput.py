@@ -23,16 +23,7 @@ sys.path.insert(0, REPO)
 
 from acula_jax import prepare  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-
-def machine() -> str:
-  """CPU model and core count, e.g. 'AMD EPYC 7B13, 2 cores'."""
-  model = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), model)
-  except OSError:
-    pass
-  return f"{model}, {os.cpu_count()} cores"
+from machine_info import machine  # benchmarks/, on sys.path when run as a script
 
 
 def run_once(data_dir, options, workers, pool, num_shards):

@@ -36,6 +36,8 @@ import subprocess
 import sys
 import time
 
+from machine_info import machine  # benchmarks/, on sys.path when run as a script
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _RESULT_TAG = "@@RESULT@@ "
 
@@ -73,16 +75,6 @@ def parse_args(argv=None):
     if getattr(args, name) < 1:
       parser.error(f"--{name} must be >= 1")
   return args
-
-
-def machine() -> str:
-  model = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), model)
-  except OSError:
-    pass
-  return f"{model}, {len(os.sched_getaffinity(0))} cores"
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """What every dataset adapter shares: the example spec, skipped entries and seeded subject-wise splits."""
 import dataclasses
 import hashlib
+import os
 
 import numpy as np
 
@@ -55,3 +56,37 @@ def evenly_spaced(specs: list, limit) -> list:
     return specs
   keep = np.unique(np.linspace(0, len(specs) - 1, limit).round().astype(int))
   return [specs[i] for i in keep]
+
+
+def opera_split_lists(opera_split_dir, files, *, subfolder: str, url: str, read, known, what: str,
+                      known_where: str) -> dict:
+  """{id: split} from OPERA's per-split id lists (CoughVID, UK COVID): `files` = ((file name, split), ...).
+
+  `opera_split_dir` is the lists' folder or an OPERA checkout (then its `subfolder`); `read(path)` returns
+  one list's ids. Raises ValueError without a folder, FileNotFoundError naming a missing list, and
+  ValueError naming a list that holds an id not in `known` (described by `what` / `known_where`) or an id
+  that another list holds too.
+  """
+  names = [name for name, _ in files]
+  if not opera_split_dir:
+    raise ValueError(f"split='opera' needs --option=opera_split_dir=PATH, a folder with {', '.join(names)} "
+                     f"from {url}")
+  folder = os.fspath(opera_split_dir)
+  nested = os.path.join(folder, subfolder)
+  if not os.path.isfile(os.path.join(folder, names[0])) and os.path.isdir(nested):
+    folder = nested
+  known = set(known)
+  assign, source = {}, {}
+  for name, split in files:
+    path = os.path.join(folder, name)
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"{path}: OPERA split list not found (download it from {url})")
+    listed = read(path)
+    unknown = sorted(set(listed) - known)
+    if unknown:
+      raise ValueError(f"{path}: {len(unknown)} {what}(s) not in {known_where}, e.g. {unknown[:3]}")
+    for example_id in listed:
+      if example_id in assign:
+        raise ValueError(f"{path}: {what} {example_id} is also listed in {source[example_id]}")
+      assign[example_id], source[example_id] = split, path
+  return assign

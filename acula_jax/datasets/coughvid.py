@@ -129,40 +129,16 @@ def read_id_list(path):
   return ids
 
 
-def _opera_folder(opera_split_dir, names):
-  """The folder holding `names`: opera_split_dir itself or its OPERA-checkout subfolder datasets/coughvid."""
-  if not opera_split_dir:
-    raise ValueError(f"split='opera' needs --option=opera_split_dir=PATH, a folder with {', '.join(names)} "
-                     f"from {OPERA_SPLIT_URL}")
-  folder = os.fspath(opera_split_dir)
-  nested = os.path.join(folder, "datasets", "coughvid")
-  if not os.path.isfile(os.path.join(folder, names[0])) and os.path.isdir(nested):
-    return nested
-  return folder
-
-
 def opera_split(opera_split_dir, known_uuids):
   """{uuid: "train" | "valid" | "test"} from OPERA's three uuid lists (see the module docstring).
 
   Raises FileNotFoundError naming a missing list, ValueError naming a list that holds a uuid twice, a
   uuid of another list, or a uuid not in `known_uuids` (the uuids of metadata_compiled.csv).
   """
-  folder = _opera_folder(opera_split_dir, [name for name, _ in OPERA_SPLIT_FILES])
-  assign, source = {}, {}
-  for name, split in OPERA_SPLIT_FILES:
-    path = os.path.join(folder, name)
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f"{path}: OPERA split list not found (download it from {OPERA_SPLIT_URL})")
-    uuids = read_id_list(path)
-    unknown = sorted(set(uuids) - set(known_uuids))
-    if unknown:
-      raise ValueError(f"{path}: {len(unknown)} uuid(s) not in metadata_compiled.csv, e.g. {unknown[:3]} "
-                       "(another COUGHVID release?)")
-    for uuid in uuids:
-      if uuid in assign:
-        raise ValueError(f"{path}: uuid {uuid} is also listed in {source[uuid]}")
-      assign[uuid], source[uuid] = split, path
-  return assign
+  return common.opera_split_lists(
+      opera_split_dir, OPERA_SPLIT_FILES, subfolder=os.path.join("datasets", "coughvid"), url=OPERA_SPLIT_URL,
+      read=read_id_list, known=known_uuids, what="uuid",
+      known_where="metadata_compiled.csv (another COUGHVID release?)")
 
 
 def _metadata_path(data_dir):

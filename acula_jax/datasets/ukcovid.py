@@ -106,29 +106,11 @@ def opera_split(opera_split_dir, modality, known_names):
   """
   if modality not in OPERA_MODALITIES:
     raise ValueError(f"split='opera' is defined for modality {OPERA_MODALITIES}, got {modality!r}")
-  names = [pattern.format(modality) for pattern, _ in OPERA_SPLIT_FILES]
-  if not opera_split_dir:
-    raise ValueError(f"split='opera' needs --option=opera_split_dir=PATH, a folder with {', '.join(names)} "
-                     f"from {OPERA_SPLIT_URL}")
-  folder = os.fspath(opera_split_dir)
-  nested = os.path.join(folder, "datasets", "covidUK")
-  if not os.path.isfile(os.path.join(folder, names[0])) and os.path.isdir(nested):
-    folder = nested
-  assign, source = {}, {}
-  for name, (_, split) in zip(names, OPERA_SPLIT_FILES):
-    path = os.path.join(folder, name)
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f"{path}: OPERA split list not found (download it from {OPERA_SPLIT_URL})")
-    listed = _read_names(path)
-    unknown = sorted(set(listed) - set(known_names))
-    if unknown:
-      raise ValueError(f"{path}: {len(unknown)} file name(s) not in audio_metadata.csv's {modality}_file_name, "
-                       f"e.g. {unknown[:3]}")
-    for file_name in listed:
-      if file_name in assign:
-        raise ValueError(f"{path}: {file_name} is also listed in {source[file_name]}")
-      assign[file_name], source[file_name] = split, path
-  return assign
+  files = [(pattern.format(modality), split) for pattern, split in OPERA_SPLIT_FILES]
+  return common.opera_split_lists(
+      opera_split_dir, files, subfolder=os.path.join("datasets", "covidUK"), url=OPERA_SPLIT_URL,
+      read=_read_names, known=known_names, what="file name",
+      known_where=f"audio_metadata.csv's {modality}_file_name")
 
 
 def _metadata(participant, modality):
