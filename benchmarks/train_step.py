@@ -1,8 +1,9 @@
 r"""One OPERA-GT AcuLa training step: this repo's JAX step vs the authors' PyTorch formulation, same run.
 
-  .venv/bin/python benchmarks/train_step.py [--batch=48] [--steps=3] [--warmup=1] [--threads=N]
-      [--loss=reference_gram|linear_cka] [--text_dim=384] [--decoder_depth=6]
-      [--torch_attention=sdpa|manual] [--phase=both|jax|torch] [--json]
+  .venv/bin/python benchmarks/train_step.py [--batch=48] [--accum=1] [--steps=3] [--warmup=1]
+      [--threads=N] [--loss=reference_gram|linear_cka] [--text_dim=384] [--decoder_depth=6]
+      [--torch_attention=sdpa|manual] [--schedule=interleaved|sequential] [--phase=both|jax|torch]
+      [--json]
 
 Both sides run the same step at full size: OPERA-GT's MAE ViT-S (256 x 64 log-mel, 4 x 4 patches ->
 1024 tokens, width 384, 12 pre-LN blocks, 6 heads), 70% masking, a transformer decoder (width 256, 8 heads,
@@ -22,11 +23,11 @@ unmasked encoder pass whose pooled features feed the audio head (384 -> 1024 -> 
 
 Each framework runs in its own child process (so peak RSS is per framework and the thread pools do not
 compete), pinned to the same `--threads` cores (sched_setaffinity + torch.set_num_threads). Warm-up steps
-(JAX compilation) are excluded from the timing. Prints a markdown table.
-
-Memory (measured at batch 2 and 8 on CPU): peak RSS grows by about 1.8 GiB per example for the JAX step,
-mostly XLA's materialised [B, heads, 1025, 1025] float32 attention scores, and by about 0.55 GiB for
-torch with SDPA, so batch 48 needs roughly 90 GiB (JAX) and 27 GiB (torch) of RAM.
+(JAX compilation) are excluded from the timing. By default (`--schedule=interleaved`) both children stay
+up after their warm-up and take turns step by step, which matters on shared VMs whose speed drifts by
+tens of percent within minutes. `--accum=K` splits each step into K micro-batches on both sides (JAX's
+`config.grad_accum_steps`; torch: K backward passes, one optimizer step), the way to run batch 48 on a
+machine whose RAM does not hold it at once. Prints a markdown table.
 """
 import argparse
 import json
@@ -43,6 +44,8 @@ import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _RESULT_TAG = "@@RESULT@@ "
+_READY_TAG = "@@READY@@"
+_STEP_TAG = "@@STEP@@ "
 SAMPLE_RATE = 16000
 HOP = 512
 SPEC_SHAPE = (256, 64)
@@ -66,15 +69,25 @@ def parse_args(argv=None):
   parser.add_argument("--torch_attention", choices=("sdpa", "manual"), default="sdpa",
                       help="torch attention: sdpa = F.scaled_dot_product_attention (timm >= 0.9); manual = "
                       "softmax(q k^T) v with the scores materialised (timm <= 0.6, the MAE/OPERA era)")
+  parser.add_argument("--accum", type=int, default=1,
+                      help="micro-batches per step on both sides (JAX: config.grad_accum_steps; torch: "
+                      "backward per micro-batch, one optimizer step), for batches that do not fit in RAM")
+  parser.add_argument("--schedule", choices=("interleaved", "sequential"), default="interleaved",
+                      help="interleaved: both children stay up and take turns step by step, so that a "
+                      "machine whose speed drifts (shared VMs) slows both alike; sequential: one after "
+                      "the other")
   parser.add_argument("--phase", choices=("both", "jax", "torch"), default="both",
                       help="run both frameworks (each in a child process) or only one, in-process")
+  parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # child of --schedule=interleaved
   parser.add_argument("--json", action="store_true", help="print the results as JSON after the table")
   args = parser.parse_args(argv)
-  for name in ("batch", "steps", "threads", "text_dim"):
+  for name in ("batch", "steps", "threads", "text_dim", "accum"):
     if getattr(args, name) < 1:
       parser.error(f"--{name} must be >= 1")
   if args.warmup < 0:
     parser.error("--warmup must be >= 0")
+  if args.batch % args.accum:
+    parser.error(f"--batch={args.batch} does not split into --accum={args.accum} micro-batches")
   return args
 
 
@@ -100,6 +113,25 @@ def _inputs(batch, text_dim):
   waves = (rng.standard_normal((batch, _num_samples())) * 0.1).astype(np.float32)
   text = rng.standard_normal((batch, text_dim)).astype(np.float32)
   return waves, text
+
+
+def _drive(args, one_step, warmup, cpu):
+  """Warm-up then timed steps: all at once, or (--serve) one per "step" line the parent sends.
+
+  Returns (wall seconds of each warm-up step, of each timed step); `cpu` receives CPU seconds.
+  """
+  if not args.serve:
+    return _timed(one_step, warmup, args.steps, cpu)
+  warm, _ = _timed(one_step, warmup, 0)
+  print(_READY_TAG, flush=True)
+  timed = []
+  for line in sys.stdin:
+    if line.strip() != "step":
+      break
+    _, [seconds] = _timed(one_step, 0, 1, cpu)
+    timed.append(seconds)
+    print(_STEP_TAG + json.dumps({"s": seconds}), flush=True)
+  return warm, timed
 
 
 def _timed(fn, warmup, steps, cpu=None):
@@ -143,6 +175,7 @@ def run_jax(args) -> dict:
       decoder_depth=args.decoder_depth or gt["decoder_depth"], mask_ratio=gt["mask_ratio"],
       norm_pix_loss=gt["norm_pix_loss"], spec_frames=gt["spec_shape"][0], dtype="float32")
   config.batch_size = args.batch
+  config.grad_accum_steps = args.accum
   config.align_features = "full"  # the authors' second, unmasked pass
   if input_pipeline.clip_samples(config) != _num_samples():
     raise AssertionError("clip length differs from input_pipeline.clip_samples")
@@ -172,7 +205,7 @@ def run_jax(args) -> dict:
     holder["step"] += 1
 
   cpu = []
-  warm, timed = _timed(one_step, max(args.warmup, 1), args.steps, cpu)  # >= 1: never time a compile
+  warm, timed = _drive(args, one_step, max(args.warmup, 1), cpu)  # >= 1: never time a compile
   rss_stepped = _peak_rss_mib()
   loss = float(holder["metrics"]["loss"])
 
@@ -359,15 +392,18 @@ def run_torch(args) -> dict:
 
   def one_step():
     optimizer.zero_grad(set_to_none=True)
-    loss = model(spec, text)
-    loss.backward()
+    loss = 0.0
+    for k in range(args.accum):  # rows k, k + accum, ...: JAX's micro-batches
+      micro_loss = model(spec[k::args.accum], text[k::args.accum]) / args.accum
+      micro_loss.backward()
+      loss += micro_loss.detach()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
     scheduler.step()
-    holder["loss"] = float(loss.detach())
+    holder["loss"] = float(loss)
 
   cpu = []
-  warm, timed = _timed(one_step, args.warmup, args.steps, cpu)
+  warm, timed = _drive(args, one_step, args.warmup, cpu)
   return dict(
       framework="torch", version=f"torch {torch.__version__}", devices=f"{torch.get_num_threads()} "
       "threads", num_params=num_params, warmup_s=warm, step_s=timed, cpu_s=cpu, loss=holder["loss"],
@@ -391,20 +427,73 @@ def _opera_decoder_depth():
 # Driver.
 
 
-def _child(args, phase) -> dict:
+def _child_argv(args, phase):
   argv = [sys.executable, str(pathlib.Path(__file__).resolve()), f"--phase={phase}",
           f"--batch={args.batch}", f"--steps={args.steps}", f"--warmup={args.warmup}",
           f"--threads={args.threads}", f"--loss={args.loss}", f"--text_dim={args.text_dim}",
-          f"--torch_attention={args.torch_attention}"]
+          f"--torch_attention={args.torch_attention}", f"--accum={args.accum}"]
   if args.decoder_depth:
     argv.append(f"--decoder_depth={args.decoder_depth}")
-  env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
+  return argv
+
+
+def _child_env():
+  return dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
+
+
+def _child(args, phase) -> dict:
+  """Runs one framework to completion in a child process (--schedule=sequential)."""
+  argv = _child_argv(args, phase)
   print(f"[{phase}] {shlex.join(argv[1:])}", file=sys.stderr, flush=True)
-  proc = subprocess.run(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, text=True)
+  proc = subprocess.run(argv, env=_child_env(), cwd=REPO, stdout=subprocess.PIPE, text=True)
   if proc.returncode:
     raise SystemExit(f"{phase} phase failed (exit {proc.returncode}); its stderr is above")
   lines = [line for line in proc.stdout.splitlines() if line.startswith(_RESULT_TAG)]
   return json.loads(lines[-1][len(_RESULT_TAG):])
+
+
+def _read_until(proc, phase, tag):
+  """The payload of the child's next stdout line that starts with `tag`."""
+  for line in proc.stdout:
+    if line.startswith(tag):
+      return line[len(tag):].strip()
+  raise SystemExit(f"{phase} phase failed (exit {proc.wait()}) before printing {tag.strip()}; "
+                   "its stderr is above")
+
+
+def _interleaved(args) -> dict:
+  """Both frameworks built and warmed up in resident children, then timed step by step in turns.
+
+  On a shared VM the machine's speed drifts by tens of percent over minutes; alternating the
+  frameworks step by step (and which one goes first each round) exposes both to the same drift.
+  Both children hold their memory throughout, so the machine needs room for the two at once.
+  """
+  procs = {}
+  try:
+    for phase in ("jax", "torch"):  # one at a time: a compiling child must not slow the other
+      argv = _child_argv(args, phase) + ["--serve"]
+      print(f"[{phase}] {shlex.join(argv[1:])}", file=sys.stderr, flush=True)
+      procs[phase] = subprocess.Popen(argv, env=_child_env(), cwd=REPO, text=True,
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+      _read_until(procs[phase], phase, _READY_TAG)
+    for step in range(args.steps):
+      for phase in (("jax", "torch") if step % 2 == 0 else ("torch", "jax")):
+        time.sleep(1.0)  # lets the other framework's spinning worker threads go idle
+        procs[phase].stdin.write("step\n")
+        procs[phase].stdin.flush()
+        seconds = json.loads(_read_until(procs[phase], phase, _STEP_TAG))["s"]
+        print(f"[{phase}] step {step + 1}/{args.steps}: {seconds:.2f} s", file=sys.stderr, flush=True)
+    results = {}
+    for phase, proc in procs.items():
+      proc.stdin.write("finish\n")
+      proc.stdin.close()
+      results[phase] = json.loads(_read_until(proc, phase, _RESULT_TAG))
+      proc.wait()
+    return results
+  finally:
+    for proc in procs.values():
+      if proc.poll() is None:
+        proc.kill()
 
 
 def _mean(xs):
@@ -464,7 +553,8 @@ def report(args, results, command) -> str:
         f"ratio (examples/s, JAX / PyTorch): {torch_step / jax_step:.2f}x with the JAX log-mel in the "
         f"step, {torch_step / (jax_step - mel):.2f}x without it (same inputs as torch); by CPU seconds "
         f"per step {_mean(pt['cpu_s']) / _mean(jx['cpu_s']):.2f}x.",
-        f"batch {args.batch}, {args.steps} timed step(s) after {max(args.warmup, 1)} (JAX) / "
+        f"batch {args.batch} ({args.accum} micro-batch(es) per step), {args.steps} timed step(s) "
+        f"({args.schedule}) after {max(args.warmup, 1)} (JAX) / "
         f"{args.warmup} (torch) warm-up; decoder depth {jx['decoder_depth']}; last losses (a finiteness "
         f"check only: the initialisations differ): JAX {jx['loss']:.4f}, torch {pt['loss']:.4f}."]
   return "\n".join(lines)
@@ -480,7 +570,10 @@ def main(argv=None):
     print(_RESULT_TAG + json.dumps(result), flush=True)
     print(report(args, {args.phase: result}, command))
     return
-  results = {phase: _child(args, phase) for phase in ("jax", "torch")}
+  if args.schedule == "interleaved":
+    results = _interleaved(args)
+  else:
+    results = {phase: _child(args, phase) for phase in ("jax", "torch")}
   print(report(args, results, command))
   if args.json:
     print(json.dumps(results, indent=2))

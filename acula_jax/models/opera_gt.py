@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from acula_jax import losses
+from acula_jax.models import attention
 from acula_jax.models import swin_decoder
 
 _LN_EPS = 1e-6
@@ -125,9 +126,9 @@ class Attention(nnx.Module):
     head_dim = width // self.num_heads
     qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, head_dim)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    # jax.nn.dot_product_attention keeps logits and softmax in float32 even
-    # for bf16 inputs, and can switch to a fused kernel on accelerators.
-    out = jax.nn.dot_product_attention(q, k, v)
+    # Logits and softmax in float32 even for bf16 inputs; XLA's fused kernels
+    # on accelerators, a query-blocked one on CPU (see `attention`).
+    out = attention.dot_product_attention(q, k, v)
     return self.proj(out.reshape(b, n, width))
 
 
@@ -143,6 +144,28 @@ class Block(nnx.Module):
   def __call__(self, x):
     x = x + self.attn(self.norm1(x))
     return x + self.mlp(self.norm2(x))
+
+
+def run_blocks(blocks, x):
+  """x through identical `blocks` in order, as one lax.scan over their stacked parameters.
+
+  Why a scan and not a Python loop: in the backward pass XLA:CPU fuses the residual stream's
+  gradient (a chain of adds and LayerNorm backward terms) into every consumer instead of
+  materialising it, so each layer recomputes all the later layers' terms (quadratic in depth; it
+  cost a quarter of the OPERA-GT step). The scan's loop boundary materialises it once per block.
+  Parameters stay one module per block, so checkpoints and converters see the same tree.
+  """
+  if len(blocks) < 2:
+    for block in blocks:
+      x = block(x)
+    return x
+  graphdef, _ = nnx.split(blocks[0])
+  stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[nnx.state(b) for b in blocks])
+
+  def apply_block(carry, state):
+    return nnx.merge(graphdef, state)(carry), None
+
+  return jax.lax.scan(apply_block, x, stacked)[0]
 
 
 def _stack(width, depth, num_heads, mlp_ratio, *, dtype, rngs):
@@ -280,9 +303,7 @@ class MAEViT(nnx.Module):
     cls = jnp.broadcast_to(
         self.cls_token[...].astype(self.dtype), (tokens.shape[0], 1, self.width))
     x = jnp.concatenate([cls, tokens], axis=1)
-    for block in self.blocks:
-      x = block(x)
-    return x
+    return run_blocks(self.blocks, x)
 
   def _pool(self, x):
     """fc_norm(mean of patch tokens), excluding cls, in float32."""
@@ -339,8 +360,10 @@ class MAEViT(nnx.Module):
     swin = self.decoder == "swin"
     if swin:
       x = x[:, 1:]  # OPERA/AudioMAE: the Swin blocks see the patch tokens only
-    for block in self.decoder_blocks:
-      x = block(x)
+      for block in self.decoder_blocks:  # shifted and plain windows alternate: not one scan
+        x = block(x)
+    else:
+      x = run_blocks(self.decoder_blocks, x)
     pred = self.decoder_pred(self.decoder_norm(x))
     return (pred if swin else pred[:, 1:]).astype(jnp.float32)
 

@@ -1,0 +1,120 @@
+"""The CPU attention kernel against jax.nn.dot_product_attention (XLA's), values and gradients."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from acula_jax.models import attention
+from acula_jax.models import opera_gt
+
+
+def _qkv(shape, seed=0, scale=1.0):
+  rng = np.random.default_rng(seed)
+  return [jnp.asarray(rng.standard_normal(shape).astype(np.float32) * scale) for _ in range(3)]
+
+
+def _value_and_grads(fn, q, k, v, weights):
+  loss = lambda q, k, v: jnp.sum(fn(q, k, v) * weights)
+  out = fn(q, k, v)
+  return out, jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
+
+
+@pytest.mark.parametrize("shape, block_size", [
+    ((3, 37, 2, 8), 8),     # several query blocks, the last one padded, groups of examples
+    ((2, 33, 4, 16), 128),  # one block
+    ((1, 5, 1, 4), 2),      # tiny: blocks of 2 queries
+])
+def test_blocked_matches_xla_values_and_gradients(shape, block_size):
+  q, k, v = _qkv(shape)
+  weights = jnp.asarray(np.random.default_rng(1).standard_normal(shape).astype(np.float32))
+  blocked = lambda q, k, v: attention.dot_product_attention(
+      q, k, v, implementation="blocked", block_size=block_size)
+  out, grads = _value_and_grads(blocked, q, k, v, weights)
+  ref_out, ref_grads = _value_and_grads(jax.nn.dot_product_attention, q, k, v, weights)
+  np.testing.assert_allclose(out, ref_out, rtol=1e-5, atol=1e-5)
+  for name, g, ref in zip("qkv", grads, ref_grads):
+    np.testing.assert_allclose(g, ref, rtol=1e-4, atol=1e-5, err_msg=f"d{name}")
+
+
+def test_blocked_is_stable_with_large_logits():
+  q, k, v = _qkv((2, 40, 2, 8), scale=30.0)  # logits in the thousands: exp overflows unshifted
+  weights = jnp.ones((2, 40, 2, 8))
+  blocked = lambda q, k, v: attention.dot_product_attention(q, k, v, implementation="blocked",
+                                                            block_size=16)
+  out, grads = _value_and_grads(blocked, q, k, v, weights)
+  ref_out, ref_grads = _value_and_grads(jax.nn.dot_product_attention, q, k, v, weights)
+  assert all(bool(jnp.all(jnp.isfinite(x))) for x in (out, *grads))
+  # Near-one-hot softmax: float32 rounding of logits in the thousands moves both results by ~1e-3.
+  np.testing.assert_allclose(out, ref_out, rtol=1e-2, atol=1e-2)
+  np.testing.assert_allclose(grads[2], ref_grads[2], rtol=1e-2, atol=1e-2)
+
+
+def test_bfloat16_inputs_give_bfloat16_close_to_float32():
+  q, k, v = _qkv((2, 24, 2, 8))
+  low = [x.astype(jnp.bfloat16) for x in (q, k, v)]
+  out = attention.dot_product_attention(*low, implementation="blocked", block_size=8)
+  assert out.dtype == jnp.bfloat16
+  ref = jax.nn.dot_product_attention(*[x.astype(jnp.float32) for x in low])
+  np.testing.assert_allclose(out.astype(jnp.float32), ref, atol=2e-2)
+
+
+def test_auto_picks_the_blocked_kernel_on_cpu():
+  assert jax.default_backend() == "cpu"
+  q, k, v = _qkv((1, 8, 1, 4))
+  jaxpr = str(jax.make_jaxpr(lambda q, k, v: attention.dot_product_attention(q, k, v))(q, k, v))
+  assert "custom_vjp_call" in jaxpr
+  jaxpr = str(jax.make_jaxpr(lambda q, k, v: attention.dot_product_attention(
+      q, k, v, implementation="xla"))(q, k, v))
+  assert "custom_vjp_call" not in jaxpr
+
+
+def test_unknown_implementation_is_refused():
+  q, k, v = _qkv((1, 4, 1, 4))
+  with pytest.raises(ValueError, match="unknown attention implementation 'flash'"):
+    attention.dot_product_attention(q, k, v, implementation="flash")
+
+
+def test_block_shapes():
+  assert attention.query_rows_per_block(1025, 128) == 120  # 9 blocks of 120, not 9 of 128
+  assert attention.query_rows_per_block(308, 128) == 104
+  assert attention.query_rows_per_block(5, 128) == 8
+  per_example = 6 * 120 * 1025
+  assert attention.examples_per_block(48, per_example) == 2
+  assert attention.examples_per_block(7, per_example) == 1  # 7 is prime: one example a step
+  assert attention.examples_per_block(48, 10) == 48
+
+
+def test_blocked_keeps_no_score_matrices_for_the_backward_pass():
+  # The point of the kernel on CPU: XLA's attention keeps [B, H, N, N] probabilities.
+  spec = jax.ShapeDtypeStruct((2, 1025, 6, 64), jnp.float32)
+  def temp_bytes(implementation):
+    loss = lambda q, k, v: jnp.sum(attention.dot_product_attention(
+        q, k, v, implementation=implementation) ** 2)
+    compiled = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(spec, spec, spec).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+  scores = 2 * 6 * 1025 * 1025 * 4
+  assert temp_bytes("xla") >= 2 * scores  # scores and probabilities, at least
+  assert temp_bytes("blocked") < scores
+
+
+def test_scanned_blocks_match_a_python_loop():
+  model = opera_gt.opera_gt(**dict(opera_gt.TINY_CONFIG, depth=3), rngs=nnx.Rngs(3))
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 9, 32)).astype(np.float32))
+  graphdef, params = nnx.split(model.blocks)
+
+  def scanned(params):
+    return jnp.sum(opera_gt.run_blocks(nnx.merge(graphdef, params), x) ** 2)
+
+  def looped(params):
+    y = x
+    for block in nnx.merge(graphdef, params):
+      y = block(y)
+    return jnp.sum(y ** 2)
+
+  value, grads = jax.value_and_grad(scanned)(params)
+  ref_value, ref_grads = jax.value_and_grad(looped)(params)
+  np.testing.assert_allclose(value, ref_value, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), grads, ref_grads)
+  # Parameters stay one module per block (what checkpoints and converters address).
+  assert len(model.blocks) == 3 and isinstance(model.blocks[0], opera_gt.Block)
