@@ -55,6 +55,8 @@ def parse_args(argv=None):
 
 def _references():
   """tests/test_encoders.py as a module (its PyTorch references)."""
+  if str(REPO / "tests") not in sys.path:
+    sys.path.insert(0, str(REPO / "tests"))  # it imports tests/timm_side.py
   spec = importlib.util.spec_from_file_location("encoder_refs", REPO / "tests" / "test_encoders.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
