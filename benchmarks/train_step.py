@@ -42,6 +42,8 @@ import time
 
 import numpy as np
 
+from machine_info import machine  # benchmarks/, on sys.path when run as a script
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _RESULT_TAG = "@@RESULT@@ "
 _READY_TAG = "@@READY@@"
@@ -506,16 +508,9 @@ def _rss(r):
 
 def report(args, results, command) -> str:
   jx, pt = results.get("jax"), results.get("torch")
-  cpu = platform.processor() or platform.machine()
-  model_name = ""
-  try:
-    model_name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                      if line.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
   versions = ", ".join(r["version"] for r in (jx, pt) if r)
   lines = [
-      f"machine: {model_name or cpu}, {args.threads} of {os.cpu_count()} cores used per framework, "
+      f"machine: {machine()}, {args.threads} used per framework, "
       f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
       f"Python {platform.python_version()}, {versions}",
       f"command: `{command}`",
