@@ -3,7 +3,7 @@ r"""One OPERA-GT AcuLa training step: this repo's JAX step vs the authors' PyTor
   .venv/bin/python benchmarks/train_step.py [--batch=48] [--accum=1] [--steps=3] [--warmup=1]
       [--threads=N] [--loss=reference_gram|linear_cka] [--text_dim=384] [--decoder_depth=6]
       [--torch_attention=sdpa|manual] [--schedule=interleaved|sequential] [--phase=both|jax|torch]
-      [--json]
+      [--skip_attention] [--json]
 
 Both sides run the same step at full size: OPERA-GT's MAE ViT-S (256 x 64 log-mel, 4 x 4 patches ->
 1024 tokens, width 384, 12 pre-LN blocks, 6 heads), 70% masking, a transformer decoder (width 256, 8 heads,
@@ -78,6 +78,9 @@ def parse_args(argv=None):
                       help="interleaved: both children stay up and take turns step by step, so that a "
                       "machine whose speed drifts (shared VMs) slows both alike; sequential: one after "
                       "the other")
+  parser.add_argument("--skip_attention", action="store_true",
+                      help="diagnostic: both sides replace softmax(q k^T / sqrt(d)) v by v (projections "
+                      "kept), so that the difference to a normal run is the attention's share of the step")
   parser.add_argument("--phase", choices=("both", "jax", "torch"), default="both",
                       help="run both frameworks (each in a child process) or only one, in-process")
   parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # child of --schedule=interleaved
@@ -169,6 +172,10 @@ def run_jax(args) -> dict:
   from acula_jax.models import opera_gt
   from configs import acula as acula_config
 
+  if args.skip_attention:  # diagnostic (see --help); patched before anything is traced
+    from acula_jax.models import attention
+    attention.dot_product_attention = lambda q, k, v, **unused: v
+
   gt = opera_gt.OPERA_GT_CONFIG
   config = acula_config.get_config(f"encoder=opera_gt,loss={args.loss}")
   config.model.update(
@@ -254,7 +261,9 @@ def build_torch_model(torch, *, decoder_depth, text_dim, attention="sdpa", width
       b, n, c = x.shape
       qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
       q, k, v = qkv.unbind(0)
-      if attention == "manual":  # timm <= 0.6 / the MAE-era Block: the n x n scores materialised
+      if attention == "skip":  # --skip_attention (a diagnostic)
+        x = v
+      elif attention == "manual":  # timm <= 0.6 / the MAE-era Block: the n x n scores materialised
         scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
         x = scores.softmax(dim=-1) @ v
       else:  # timm >= 0.9 (fused_attn): a fused kernel (flash attention on CPU)
@@ -378,7 +387,7 @@ def run_torch(args) -> dict:
   torch.manual_seed(0)
   gt_decoder_depth = args.decoder_depth or _opera_decoder_depth()
   model = build_torch_model(torch, decoder_depth=gt_decoder_depth, text_dim=args.text_dim,
-                            attention=args.torch_attention)
+                            attention="skip" if args.skip_attention else args.torch_attention)
   model.train()
   num_params = sum(p.numel() for p in model.parameters())
   optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.01)
@@ -410,7 +419,7 @@ def run_torch(args) -> dict:
       framework="torch", version=f"torch {torch.__version__}", devices=f"{torch.get_num_threads()} "
       "threads", num_params=num_params, warmup_s=warm, step_s=timed, cpu_s=cpu, loss=holder["loss"],
       rss_built_mib=rss_built, rss_peak_mib=_peak_rss_mib(), decoder_depth=gt_decoder_depth,
-      attention=args.torch_attention)
+      attention="skip" if args.skip_attention else args.torch_attention)
 
 
 def _opera_decoder_depth():
@@ -436,6 +445,8 @@ def _child_argv(args, phase):
           f"--torch_attention={args.torch_attention}", f"--accum={args.accum}"]
   if args.decoder_depth:
     argv.append(f"--decoder_depth={args.decoder_depth}")
+  if args.skip_attention:
+    argv.append("--skip_attention")
   return argv
 
 
@@ -514,6 +525,8 @@ def report(args, results, command) -> str:
       f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
       f"Python {platform.python_version()}, {versions}",
       f"command: `{command}`",
+      *(["**--skip_attention: both sides skip the attention products (a diagnostic, not a training "
+          "step)**"] if args.skip_attention else []),
       "",
       "| framework | what one step includes | params | warm-up s | s/step (mean of timed) | examples/s "
       "| CPU s/step | peak RSS GiB (built / after steps) |",

@@ -1,8 +1,9 @@
 """Projection heads that map audio and text embeddings into the shared space."""
 
 from flax import nnx
-import jax
 import jax.numpy as jnp
+
+from acula_jax.models import layers
 
 
 class ProjectionMLP(nnx.Module):
@@ -23,8 +24,7 @@ class ProjectionMLP(nnx.Module):
   def __call__(self, x):
     if x.shape[-1] != self.in_dim:
       raise ValueError(f"ProjectionMLP expects width {self.in_dim}, got input of shape {x.shape}")
-    # Exact (erf) GELU, as torch.nn.GELU() in the reference.
-    h = jax.nn.gelu(self.fc1(x), approximate=False)
+    h = layers.gelu(self.fc1(x))  # exact (erf) GELU, as torch.nn.GELU() in the reference
     return self.fc2(h).astype(jnp.float32)
 
 

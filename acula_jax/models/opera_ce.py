@@ -39,6 +39,8 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from acula_jax.models import layers
+
 # (repeats, kernel, stride, expand ratio, in width, out width) per stage of
 # EfficientNet-B0 (width and depth multipliers 1.0).
 B0_BLOCKS = (
@@ -133,7 +135,7 @@ class ColaHead(nnx.Module):
   def __init__(self, in_dim, dim=512, dropout_rate=0.1, *, rngs):
     self.dropout_rate = dropout_rate
     self.g = nnx.Linear(in_dim, dim, rngs=rngs)
-    self.layer_norm = nnx.LayerNorm(dim, epsilon=1e-5, use_fast_variance=False, rngs=rngs)
+    self.layer_norm = layers.LayerNorm(dim, epsilon=1e-5, rngs=rngs)
     self.linear = nnx.Linear(dim, dim, use_bias=False, rngs=rngs)
 
   def __call__(self, features, keys=None):

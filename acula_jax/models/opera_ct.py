@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from acula_jax.models import layers
 from acula_jax.models import opera_ce
 from acula_jax.models import swin_decoder
 
@@ -112,7 +113,7 @@ def _dense(in_dim, out_dim, *, use_bias=True, dtype, rngs):
 
 
 def _layer_norm(width, *, dtype, rngs):
-  return nnx.LayerNorm(width, epsilon=_LN_EPS, dtype=dtype, use_fast_variance=False, rngs=rngs)
+  return layers.LayerNorm(width, epsilon=_LN_EPS, dtype=dtype, rngs=rngs)
 
 
 @functools.lru_cache(maxsize=None)

@@ -33,6 +33,7 @@ import numpy as np
 
 from acula_jax import losses
 from acula_jax.models import attention
+from acula_jax.models import layers
 from acula_jax.models import swin_decoder
 
 _LN_EPS = 1e-6
@@ -107,8 +108,7 @@ def _dense(in_dim, out_dim, *, dtype, rngs):
 
 def _layer_norm(width, *, dtype, rngs):
   # Exact two-pass variance: matches torch's LayerNorm to float32 rounding.
-  return nnx.LayerNorm(
-      width, epsilon=_LN_EPS, dtype=dtype, use_fast_variance=False, rngs=rngs)
+  return layers.LayerNorm(width, epsilon=_LN_EPS, dtype=dtype, rngs=rngs)
 
 
 class Attention(nnx.Module):

@@ -40,6 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from acula_jax.models import layers
+
 _LN_EPS = 1e-6  # the MAE models build these blocks with LayerNorm(eps=1e-6)
 _MASK_VALUE = -100.0  # the reference's value for cross-region pairs
 
@@ -173,7 +175,7 @@ class Mlp(nnx.Module):
     self.fc2 = dense(hidden, width, dtype=dtype, rngs=rngs)
 
   def __call__(self, x):
-    return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
+    return self.fc2(layers.gelu(self.fc1(x)))
 
 
 class SwinDecoderBlock(nnx.Module):
@@ -186,9 +188,9 @@ class SwinDecoderBlock(nnx.Module):
     if self.feat_size[0] % self.window[0] or self.feat_size[1] % self.window[1]:
       raise ValueError(f"feat_size {self.feat_size} is not a multiple of the window {self.window}")
     self.attn = CosineWindowAttention(width, num_heads, self.window, dtype=dtype, rngs=rngs)
-    self.norm1 = nnx.LayerNorm(width, epsilon=_LN_EPS, dtype=dtype, use_fast_variance=False, rngs=rngs)
+    self.norm1 = layers.LayerNorm(width, epsilon=_LN_EPS, dtype=dtype, rngs=rngs)
     self.mlp = Mlp(width, int(width * mlp_ratio), dtype=dtype, rngs=rngs)
-    self.norm2 = nnx.LayerNorm(width, epsilon=_LN_EPS, dtype=dtype, use_fast_variance=False, rngs=rngs)
+    self.norm2 = layers.LayerNorm(width, epsilon=_LN_EPS, dtype=dtype, rngs=rngs)
 
   def _check(self, b, l, c):
     h, w = self.feat_size
