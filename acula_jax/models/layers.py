@@ -7,7 +7,7 @@ centred and normalised copies of its input. Under the encoders' `lax.scan` over 
 tensor is also written into a [depth, ...] stack. These versions save only what the derivative needs
 (GELU: its input; LayerNorm: its input and two per-row statistics) and recompute the rest, which is
 cheap elementwise work. Same values and gradients to float32 rounding; the OPERA-GT train step on CPU
-is 1.2x faster with 39% less XLA temporary memory (in-process A/B, BENCHMARKS.md).
+is 1.11-1.20x faster with 39% less XLA temporary memory (benchmarks/layers_ab.py, BENCHMARKS.md).
 
 `LayerNorm` is an `nnx.LayerNorm` (same variables, so checkpoints and converters are unchanged) that
 normalises over the last axis with exact two-pass statistics in float32, as torch does.
