@@ -216,6 +216,33 @@ def _conv(in_ch, out_ch, kernel, stride=1, *, padding=((0, 0), (0, 0)), groups=1
       feature_group_count=groups, use_bias=use_bias, dtype=dtype, rngs=rngs)
 
 
+def depthwise_conv(conv, x):
+  """`conv` (an nnx.Conv with one filter per channel, no bias) applied to NHWC `x`.
+
+  On CPU as k*k shifted slices times per-channel weights, summed: XLA:CPU runs convolutions with
+  feature_group_count == channels 25-100x slower than torch at EfficientNet-B0's shapes (forward +
+  backward), while the shifted form fuses into one elementwise loop, 4-35x faster than XLA's
+  convolution there. Elsewhere XLA's convolution (cuDNN / TPU kernels). Same products, summed in
+  another order (float32 rounding).
+  """
+  kernel = conv.kernel[...]
+  if jax.default_backend() != "cpu":
+    return conv(x)
+  (k_h, k_w, _, channels), (s_h, s_w) = kernel.shape, conv.strides
+  if conv.feature_group_count != channels or conv.bias is not None or x.shape[-1] != channels:
+    raise ValueError(f"not a bias-free depthwise convolution of {x.shape[-1]} channels: {conv}")
+  dtype = conv.dtype or jnp.promote_types(x.dtype, kernel.dtype)
+  x, kernel = x.astype(dtype), kernel.astype(dtype)
+  x = jnp.pad(x, ((0, 0), *conv.padding, (0, 0)))
+  out_h, out_w = (x.shape[1] - k_h) // s_h + 1, (x.shape[2] - k_w) // s_w + 1
+  out = None
+  for i in range(k_h):
+    for j in range(k_w):
+      tap = x[:, i:i + s_h * (out_h - 1) + 1:s_h, j:j + s_w * (out_w - 1) + 1:s_w] * kernel[i, j, 0]
+      out = tap if out is None else out + tap
+  return out
+
+
 class MBConv(nnx.Module):
   """Mobile inverted bottleneck with squeeze-excite (efficientnet_pytorch layout)."""
 
@@ -243,7 +270,7 @@ class MBConv(nnx.Module):
     y = x
     if self.expand_conv is not None:
       y = jax.nn.silu(self.bn0(self.expand_conv(y), use_running_average=not train))
-    y = jax.nn.silu(self.bn1(self.depthwise_conv(y), use_running_average=not train))
+    y = jax.nn.silu(self.bn1(depthwise_conv(self.depthwise_conv, y), use_running_average=not train))
     squeezed = jnp.mean(y.astype(jnp.float32), axis=(1, 2), keepdims=True).astype(y.dtype)
     gate = self.se_expand(jax.nn.silu(self.se_reduce(squeezed)))
     y = jax.nn.sigmoid(gate) * y
