@@ -2,7 +2,7 @@ r"""OPERA-GT train step with `models/layers.py`'s GELU/LayerNorm vs autodiff's, 
 
   .venv/bin/python benchmarks/layers_ab.py [--batch=8] [--rounds=4]
 
-Three variants of the full step (`train.make_train_step`, as benchmarks/train_step.py builds it):
+Three variants of the full step (`train_step.build_jax_step`, what benchmarks/train_step.py times):
 "autodiff" (`jax.nn.gelu(approximate=False)` and `nnx.LayerNorm`, what the models used before
 `layers.py`), "GELU only" (the hand-written GELU backward, autodiff LayerNorm) and "GELU + LayerNorm"
 (what the models use now). The old functions are patched in while each variant is traced; all three
@@ -29,27 +29,11 @@ def main():
   import jax
   from flax import nnx
 
-  from acula_jax import sharding
-  from acula_jax import train
-  from acula_jax.models import acula
   from acula_jax.models import layers
-  from acula_jax.models import opera_gt
-  from configs import acula as acula_config
   from machine_info import machine  # benchmarks/, on sys.path when run as a script
-  import train_step  # benchmarks/train_step.py: its inputs
+  import train_step  # benchmarks/train_step.py: the same step and inputs
 
-  gt = opera_gt.OPERA_GT_CONFIG
-  config = acula_config.get_config("encoder=opera_gt,loss=reference_gram")
-  config.model.update(
-      width=gt["width"], depth=gt["depth"], num_heads=gt["num_heads"], mlp_ratio=gt["mlp_ratio"],
-      decoder_width=gt["decoder_width"], decoder_heads=gt["decoder_heads"],
-      decoder_depth=gt["decoder_depth"], mask_ratio=gt["mask_ratio"],
-      norm_pix_loss=gt["norm_pix_loss"], spec_frames=gt["spec_shape"][0], dtype="float32")
-  config.batch_size = args.batch
-  config.align_features = "full"
-  mesh = sharding.make_mesh()
-  waves, text = train_step._inputs(args.batch, 384)
-  batch = sharding.shard_batch({"audio": waves, "text_embedding": text}, mesh)
+  step_args = train_step.parse_args([f"--batch={args.batch}", "--loss=reference_gram"])
 
   ours = (layers.gelu, layers.LayerNorm.__call__)
   autodiff_gelu = lambda x: jax.nn.gelu(x, approximate=False)
@@ -60,11 +44,7 @@ def main():
   try:
     for name, (gelu, norm_call) in variants.items():
       layers.gelu, layers.LayerNorm.__call__ = gelu, norm_call
-      model = acula.AculaModel(config, 384, rngs=nnx.Rngs(0))
-      tx, _ = train.create_optimizer(config, total_steps=10_000)
-      graphdef, state = nnx.split((model, nnx.Optimizer(model, tx, wrt=nnx.Param)))
-      state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), state)
-      step = train.make_train_step(graphdef, config, state_sharding, sharding.batch_sharding(mesh))
+      _, _, state, step, batch = train_step.build_jax_step(step_args)
       compiled = step.lower(state, batch, jax.random.key(0)).compile()
       state, metrics = compiled(state, batch, jax.random.key(0))
       jax.block_until_ready(state)

@@ -159,22 +159,21 @@ def _timed(fn, warmup, steps, cpu=None):
 # JAX: the repo's own step.
 
 
-def run_jax(args) -> dict:
+def build_jax_step(args):
+  """The JAX side as train.train_and_evaluate builds it.
+
+  Returns (config, number of parameters, sharded state, jitted train step, sharded batch).
+  """
   sys.path.insert(0, str(REPO))  # configs/ is not an installed package
   import jax
   from flax import nnx
 
-  from acula_jax import audio
   from acula_jax import input_pipeline
   from acula_jax import sharding
   from acula_jax import train
   from acula_jax.models import acula
   from acula_jax.models import opera_gt
   from configs import acula as acula_config
-
-  if args.skip_attention:  # diagnostic (see --help); patched before anything is traced
-    from acula_jax.models import attention
-    attention.dot_product_attention = lambda q, k, v, **unused: v
 
   gt = opera_gt.OPERA_GT_CONFIG
   config = acula_config.get_config(f"encoder=opera_gt,loss={args.loss}")
@@ -189,7 +188,6 @@ def run_jax(args) -> dict:
   if input_pipeline.clip_samples(config) != _num_samples():
     raise AssertionError("clip length differs from input_pipeline.clip_samples")
 
-  # As train.train_and_evaluate builds them.
   model = acula.AculaModel(config, args.text_dim, rngs=nnx.Rngs(config.seed))
   num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
   tx, _ = train.create_optimizer(config, total_steps=10_000)
@@ -199,9 +197,21 @@ def run_jax(args) -> dict:
   state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), state)
   state = jax.device_put(state, state_sharding)
   train_step = train.make_train_step(graphdef, config, state_sharding, sharding.batch_sharding(mesh))
-
   waves, text = _inputs(args.batch, args.text_dim)
   batch = sharding.shard_batch({"audio": waves, "text_embedding": text}, mesh)
+  return config, num_params, state, train_step, batch
+
+
+def run_jax(args) -> dict:
+  import jax
+
+  from acula_jax import audio
+
+  if args.skip_attention:  # diagnostic (see --help); patched before anything is traced
+    from acula_jax.models import attention
+    attention.dot_product_attention = lambda q, k, v, **unused: v
+
+  config, num_params, state, train_step, batch = build_jax_step(args)
   rng = jax.random.key(0)
   rss_built = _peak_rss_mib()
 
@@ -386,8 +396,9 @@ def run_torch(args) -> dict:
   torch.set_num_threads(args.threads)
   torch.manual_seed(0)
   gt_decoder_depth = args.decoder_depth or _opera_decoder_depth()
+  attention = "skip" if args.skip_attention else args.torch_attention
   model = build_torch_model(torch, decoder_depth=gt_decoder_depth, text_dim=args.text_dim,
-                            attention="skip" if args.skip_attention else args.torch_attention)
+                            attention=attention)
   model.train()
   num_params = sum(p.numel() for p in model.parameters())
   optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.01)
@@ -419,7 +430,7 @@ def run_torch(args) -> dict:
       framework="torch", version=f"torch {torch.__version__}", devices=f"{torch.get_num_threads()} "
       "threads", num_params=num_params, warmup_s=warm, step_s=timed, cpu_s=cpu, loss=holder["loss"],
       rss_built_mib=rss_built, rss_peak_mib=_peak_rss_mib(), decoder_depth=gt_decoder_depth,
-      attention="skip" if args.skip_attention else args.torch_attention)
+      attention=attention)
 
 
 def _opera_decoder_depth():

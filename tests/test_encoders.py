@@ -856,7 +856,7 @@ def test_rejects_bad_inputs():
     (3, 1, ((1, 1), (1, 1))), (3, 2, ((0, 1), (0, 1))), (5, 2, ((1, 2), (1, 2))), (5, 1, ((2, 2), (2, 2)))])
 def test_depthwise_conv_matches_xla_grouped_convolution(kernel, stride, padding):
   """OPERA-CE's CPU depthwise convolution (shifted slices) against nnx.Conv's grouped one."""
-  conv = opera_ce._conv(16, 16, kernel, stride, padding=padding, groups=16, dtype=None, rngs=nnx.Rngs(0))
+  conv = opera_ce.DepthwiseConv(16, kernel, stride, padding=padding, dtype=None, rngs=nnx.Rngs(0))
   graphdef, params = nnx.split(conv)
   x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 17, 9, 16)).astype(np.float32))
   weights = jnp.asarray(np.random.default_rng(1).standard_normal(conv(x).shape).astype(np.float32))
@@ -864,16 +864,17 @@ def test_depthwise_conv_matches_xla_grouped_convolution(kernel, stride, padding)
   def loss(apply, params, x):
     return jnp.sum(apply(nnx.merge(graphdef, params), x) * weights)
 
-  ours = lambda conv, x: opera_ce.depthwise_conv(conv, x)
-  xla = lambda conv, x: conv(x)
+  ours = lambda conv, x: conv(x)
+  xla = lambda conv, x: nnx.Conv.__call__(conv, x)
   np.testing.assert_allclose(ours(conv, x), xla(conv, x), rtol=1e-5, atol=1e-5)
   (d_params, d_x), (ref_params, ref_x) = (
       jax.grad(functools.partial(loss, apply), argnums=(0, 1))(params, x) for apply in (ours, xla))
   np.testing.assert_allclose(d_x, ref_x, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(d_params["kernel"][...], ref_params["kernel"][...], rtol=1e-4, atol=1e-4)
+  assert conv.feature_group_count == 16 and conv.bias is None  # depthwise, bias-free by construction
 
 
-def test_depthwise_conv_refuses_a_grouped_convolution_that_is_not_depthwise():
-  conv = opera_ce._conv(16, 16, 3, 1, padding=((1, 1), (1, 1)), groups=4, dtype=None, rngs=nnx.Rngs(0))
-  with pytest.raises(ValueError, match="depthwise"):
-    opera_ce.depthwise_conv(conv, jnp.zeros((1, 5, 5, 16)))
+def test_depthwise_conv_refuses_an_input_of_another_width():
+  conv = opera_ce.DepthwiseConv(16, 3, 1, padding=((1, 1), (1, 1)), dtype=None, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="depthwise convolution of 16 channels"):
+    conv(jnp.zeros((1, 5, 5, 8)))

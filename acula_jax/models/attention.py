@@ -6,9 +6,10 @@ OPERA-GT's 1025 tokens that is 4.2 MB per head, example and layer, 2-3x slower t
 flash attention, and most of the step's memory. `blocked_attention` is the flash-attention recipe
 written in jnp: queries in blocks of at most `block_size` rows (a `lax.map` in the forward, a
 `lax.scan` in the backward), a few examples per block so that its scores stay in cache, only the
-output and the row log-sum-exp saved, and the probabilities recomputed in the backward pass. Every product is a plain [.., m, k] x [.., k, n] matmul
-(keys and values are transposed once, outside the loop), the layout XLA:CPU's matmul library is fastest
-on. Logits, softmax and accumulation run in float32 whatever the input dtype.
+output and the row log-sum-exp saved, and the probabilities recomputed in the backward pass. Every
+product is a plain [.., m, k] x [.., k, n] matmul (keys and values are transposed once, outside the
+loop), the layout XLA:CPU's matmul library is fastest on. Logits, softmax and accumulation run in
+float32 whatever the input dtype.
 
 Measured in `benchmarks/attention.py` (forward + backward at OPERA-GT's shapes, CPU): see BENCHMARKS.md.
 """

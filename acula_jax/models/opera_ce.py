@@ -209,38 +209,44 @@ def _padding(kernel, stride, image_size):
   return (pad, pad)
 
 
-def _conv(in_ch, out_ch, kernel, stride=1, *, padding=((0, 0), (0, 0)), groups=1,
-          use_bias=False, dtype, rngs):
+def _conv(in_ch, out_ch, kernel, stride=1, *, padding=((0, 0), (0, 0)), use_bias=False, dtype, rngs):
   return nnx.Conv(
       in_ch, out_ch, (kernel, kernel), strides=(stride, stride), padding=padding,
-      feature_group_count=groups, use_bias=use_bias, dtype=dtype, rngs=rngs)
+      use_bias=use_bias, dtype=dtype, rngs=rngs)
 
 
-def depthwise_conv(conv, x):
-  """`conv` (an nnx.Conv with one filter per channel, no bias) applied to NHWC `x`.
+class DepthwiseConv(nnx.Conv):
+  """A bias-free k x k convolution with one filter per channel over NHWC inputs (nnx.Conv's variables).
 
-  On CPU as k*k shifted slices times per-channel weights, summed: XLA:CPU runs convolutions with
-  feature_group_count == channels 25-100x slower than torch at EfficientNet-B0's shapes (forward +
-  backward), while the shifted form fuses into one elementwise loop, 4-35x faster than XLA's
-  convolution there. Elsewhere XLA's convolution (cuDNN / TPU kernels). Same products, summed in
-  another order (float32 rounding).
+  On CPU it runs as k*k shifted slices times per-channel weights, summed: XLA:CPU runs convolutions
+  with feature_group_count == channels 25-100x slower than torch at EfficientNet-B0's shapes
+  (forward + backward), while the shifted form fuses into one elementwise loop, 4-35x faster than
+  XLA's convolution there. Elsewhere nnx.Conv's (XLA's: cuDNN / TPU kernels). Same products, summed
+  in another order (float32 rounding).
   """
-  kernel = conv.kernel[...]
-  if jax.default_backend() != "cpu":
-    return conv(x)
-  (k_h, k_w, _, channels), (s_h, s_w) = kernel.shape, conv.strides
-  if conv.feature_group_count != channels or conv.bias is not None or x.shape[-1] != channels:
-    raise ValueError(f"not a bias-free depthwise convolution of {x.shape[-1]} channels: {conv}")
-  dtype = conv.dtype or jnp.promote_types(x.dtype, kernel.dtype)
-  x, kernel = x.astype(dtype), kernel.astype(dtype)
-  x = jnp.pad(x, ((0, 0), *conv.padding, (0, 0)))
-  out_h, out_w = (x.shape[1] - k_h) // s_h + 1, (x.shape[2] - k_w) // s_w + 1
-  out = None
-  for i in range(k_h):
-    for j in range(k_w):
-      tap = x[:, i:i + s_h * (out_h - 1) + 1:s_h, j:j + s_w * (out_w - 1) + 1:s_w] * kernel[i, j, 0]
-      out = tap if out is None else out + tap
-  return out
+
+  def __init__(self, channels, kernel, stride, *, padding, dtype, rngs):
+    super().__init__(
+        channels, channels, (kernel, kernel), strides=(stride, stride), padding=padding,
+        feature_group_count=channels, use_bias=False, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x):
+    if jax.default_backend() != "cpu":
+      return super().__call__(x)
+    kernel = self.kernel[...]
+    (k_h, k_w, _, channels), (s_h, s_w) = kernel.shape, self.strides
+    if x.shape[-1] != channels:
+      raise ValueError(f"depthwise convolution of {channels} channels got input of shape {x.shape}")
+    dtype = self.dtype or jnp.promote_types(x.dtype, kernel.dtype)
+    x, kernel = x.astype(dtype), kernel.astype(dtype)
+    x = jnp.pad(x, ((0, 0), *self.padding, (0, 0)))
+    out_h, out_w = (x.shape[1] - k_h) // s_h + 1, (x.shape[2] - k_w) // s_w + 1
+    out = None
+    for i in range(k_h):
+      for j in range(k_w):
+        tap = x[:, i:i + s_h * (out_h - 1) + 1:s_h, j:j + s_w * (out_w - 1) + 1:s_w] * kernel[i, j, 0]
+        out = tap if out is None else out + tap
+    return out
 
 
 class MBConv(nnx.Module):
@@ -254,9 +260,8 @@ class MBConv(nnx.Module):
       self.bn0 = bn(mid)
     else:
       self.expand_conv = self.bn0 = None
-    self.depthwise_conv = _conv(
-        mid, mid, kernel, stride, padding=_padding(kernel, stride, image_size), groups=mid,
-        dtype=dtype, rngs=rngs)
+    self.depthwise_conv = DepthwiseConv(
+        mid, kernel, stride, padding=_padding(kernel, stride, image_size), dtype=dtype, rngs=rngs)
     self.bn1 = bn(mid)
     squeezed = max(1, int(in_ch * se_ratio))
     self.se_reduce = _conv(mid, squeezed, 1, use_bias=True, dtype=dtype, rngs=rngs)
@@ -270,7 +275,7 @@ class MBConv(nnx.Module):
     y = x
     if self.expand_conv is not None:
       y = jax.nn.silu(self.bn0(self.expand_conv(y), use_running_average=not train))
-    y = jax.nn.silu(self.bn1(depthwise_conv(self.depthwise_conv, y), use_running_average=not train))
+    y = jax.nn.silu(self.bn1(self.depthwise_conv(y), use_running_average=not train))
     squeezed = jnp.mean(y.astype(jnp.float32), axis=(1, 2), keepdims=True).astype(y.dtype)
     gate = self.se_expand(jax.nn.silu(self.se_reduce(squeezed)))
     y = jax.nn.sigmoid(gate) * y
