@@ -22,7 +22,7 @@ $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e ".[teacher,test,tfds]" $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[teacher,test,tfds,tpu]" $(TORCH)
 	$(BIN)/python -m pip install -q --no-deps --upgrade --target $(TIMM_SIDE) $(TIMM_PKGS)
 	touch $@
 

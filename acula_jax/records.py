@@ -87,11 +87,15 @@ def _tmp_name(path) -> str:
 
 def write_json_atomic(path, obj) -> None:
   """Writes JSON to a temporary sibling and renames it, so readers never see half a file."""
+  write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=json_default) + "\n")
+
+
+def write_text_atomic(path, text: str) -> None:
+  """Writes text to a temporary sibling, syncs it and renames it over `path`; no partial file on failure."""
   tmp = _tmp_name(path)
   try:
     with open(tmp, "w") as f:
-      json.dump(obj, f, indent=2, sort_keys=True, default=json_default)
-      f.write("\n")
+      f.write(text)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -14,11 +14,16 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 BATCH_AXES = ("data", "fsdp")
 
 
-def make_mesh(mesh_config=None) -> jax.sharding.Mesh:
-  """A (data, fsdp) mesh over all devices; -1 in one axis takes the devices the other leaves."""
+def make_mesh(mesh_config=None, devices=None) -> jax.sharding.Mesh:
+  """A (data, fsdp) mesh over `devices` (default: all of this job's); -1 in one axis takes the rest.
+
+  `devices` may be those of a TPU topology description (`acula_jax.aot`), so that a step can be
+  compiled for a slice this process does not run on.
+  """
   data = mesh_config.data if mesh_config is not None else -1
   fsdp = mesh_config.fsdp if mesh_config is not None else 1
-  count = jax.device_count()
+  devices = jax.devices() if devices is None else list(devices)
+  count = len(devices)
   if data == -1 and fsdp == -1:
     raise ValueError("at most one of mesh.data and mesh.fsdp can be -1")
   if data == -1:
@@ -27,7 +32,8 @@ def make_mesh(mesh_config=None) -> jax.sharding.Mesh:
     fsdp = count // data
   if data * fsdp != count:
     raise ValueError(f"mesh data={data} x fsdp={fsdp} does not use the {count} devices")
-  return jax.make_mesh((data, fsdp), BATCH_AXES, axis_types=(AxisType.Auto, AxisType.Auto))
+  return jax.make_mesh((data, fsdp), BATCH_AXES, axis_types=(AxisType.Auto, AxisType.Auto),
+                       devices=devices)
 
 
 def replicated(mesh) -> NamedSharding:

@@ -42,6 +42,16 @@ def create_optimizer(config, total_steps: int):
   return tx, schedule
 
 
+def create_model_and_optimizer(config, text_dim: int | None, total_steps: int):
+  """The AcuLa model, its AdamW optimizer and learning-rate schedule, freshly initialised.
+
+  Under `nnx.eval_shape` it builds only shapes (what `acula_jax.aot` compiles against).
+  """
+  model = acula.AculaModel(config, text_dim, rngs=nnx.Rngs(config.seed))
+  tx, schedule = create_optimizer(config, total_steps)
+  return model, nnx.Optimizer(model, tx, wrt=nnx.Param), schedule
+
+
 def compute_losses(model: acula.AculaModel, batch: dict, rng, config):
   """Total loss and its parts for one batch of waveforms (and teacher embeddings when aligning)."""
   spec = audio.spectrogram(batch["audio"], **config.audio)  # the encoder family's front end
@@ -193,15 +203,14 @@ def train_and_evaluate(config, workdir) -> dict:
   num_examples = len(records.open_split(config.data.records_dir, config.data.train_split))
   total_steps = _total_steps(config, num_examples)
 
-  model = acula.AculaModel(config, teacher.dim if teacher else None, rngs=nnx.Rngs(config.seed))
+  model, optimizer, schedule = create_model_and_optimizer(
+      config, teacher.dim if teacher else None, total_steps)
   if config.init_from:
     checkpointing.load_encoder_params(config.init_from, model.encoder)
   # A copy with its own buffers (the training state's buffers are donated to the step): the
   # "before" encoder of the probes, also when this run resumes from a checkpoint.
   initial_encoder = nnx.clone(model.encoder)
   nnx.update(initial_encoder, jax.tree.map(jnp.copy, nnx.state(initial_encoder)))
-  tx, schedule = create_optimizer(config, total_steps)
-  optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   graphdef, state = nnx.split((model, optimizer))
 
   mesh = sharding.make_mesh(config.mesh)

@@ -23,6 +23,8 @@ import sys
 import tempfile
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from acula_jax import accelerators  # pylint: disable=g-import-not-at-top,wrong-import-position  (stdlib only)
 
 # Runtime (software) versions Cloud TPU recommends for JAX, per TPU generation.
 DEFAULT_VERSIONS = {
@@ -33,7 +35,6 @@ DEFAULT_VERSIONS = {
     "v5p": "v2-alpha-tpuv5",
     "v6e": "v2-alpha-tpuv6e",
 }
-_ACCELERATOR = re.compile(r"^(v2|v3|v4|v5litepod|v5p|v6e)-([1-9][0-9]*)$")
 _NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 _WORKER = re.compile(r"^(all|[0-9]+)$")
 
@@ -49,16 +50,11 @@ class UsageError(Exception):
 
 
 def num_hosts(accelerator_type: str) -> int:
-  """TPU VM hosts of a slice: v2/v3/v4/v5p count TensorCores (8 per host); v5e/v6e count chips
-  (up to 8 on one host, 4 per host beyond)."""
-  match = _ACCELERATOR.match(accelerator_type)
-  if not match:
-    raise UsageError(f"unknown --accelerator_type {accelerator_type!r}; expected e.g. v4-8, v4-32, "
-                     "v5litepod-16, v5p-8, v6e-8 (family-size)")
-  family, size = match.group(1), int(match.group(2))
-  if family in ("v5litepod", "v6e"):
-    return 1 if size <= 8 else size // 4
-  return max(1, size // 8)
+  """TPU VM hosts of a slice (the catalogue in acula_jax/accelerators.py)."""
+  try:
+    return accelerators.num_hosts(accelerator_type)
+  except ValueError as e:
+    raise UsageError(f"--accelerator_type: {e}") from None
 
 
 def _dry_run_default() -> bool:

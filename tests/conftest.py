@@ -5,6 +5,9 @@ import numpy as np
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# Several processes of one test run (the suite, its CLI subprocesses) may load libtpu to compile
+# for TPU topologies; libtpu otherwise lets only one hold it.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 
 def _shared_data_dir():
@@ -18,6 +21,17 @@ def shared_data():
   if not path.is_dir():
     pytest.skip(f"real data not found at {path} (set ACULA_SHARED_DATA)")
   return path
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.default_backend() == "cpu":
+    return
+  skip = pytest.mark.skip(reason=f"asserts an XLA:CPU property; the backend is {jax.default_backend()}")
+  for item in items:
+    if "cpu_only" in item.keywords:
+      item.add_marker(skip)
 
 
 TINY_TEXT_DIM = 24

@@ -105,6 +105,7 @@ def _scanned_mlp_grad_temp_bytes(activation, norm_call):
   return compiled.memory_analysis().temp_size_in_bytes
 
 
+@pytest.mark.cpu_only  # the temporaries of XLA:CPU's program
 def test_custom_backward_passes_save_less_for_the_backward_pass():
   """Why these layers exist: autodiff's versions keep more intermediates per scanned block."""
   nnx_call = lambda norm, h: nnx.LayerNorm.__call__(norm, h)

@@ -1,5 +1,9 @@
 """Softmax attention without masks: XLA's on accelerators, a query-blocked kernel on CPU.
 
+"auto" picks by the platform the program is compiled for (`jax.lax.platform_dependent`), not by the
+host's default backend: a step traced in a CPU process and compiled for a TPU topology gets XLA's
+attention, and a CPU program gets the blocked kernel.
+
 `jax.nn.dot_product_attention` lets XLA:GPU/TPU pick fused kernels, but on CPU it materialises the
 [B, heads, N, N] scores and probabilities and keeps the probabilities for the backward pass: at
 OPERA-GT's 1025 tokens that is 4.2 MB per head, example and layer, 2-3x slower than PyTorch's CPU
@@ -29,15 +33,21 @@ def dot_product_attention(q, k, v, *, implementation="auto", block_size=DEFAULT_
   """softmax(q k^T / sqrt(d)) v for [B, N, heads, d] inputs (jax.nn.dot_product_attention's layout).
 
   `implementation`: "xla" (jax.nn.dot_product_attention), "blocked" (this module's kernel) or "auto"
-  (blocked on CPU, XLA's elsewhere; decided when the function is traced).
+  (blocked when compiled for CPU, XLA's for any other platform).
   """
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f"unknown attention implementation {implementation!r}; available: "
                      f"{', '.join(IMPLEMENTATIONS)}")
   if implementation == "auto":
-    implementation = "blocked" if jax.default_backend() == "cpu" else "xla"
+    blocked = functools.partial(_blocked_attention, block_size=block_size)
+    return jax.lax.platform_dependent(q, k, v, cpu=blocked, default=jax.nn.dot_product_attention)
   if implementation == "xla":
     return jax.nn.dot_product_attention(q, k, v)
+  return _blocked_attention(q, k, v, block_size=block_size)
+
+
+def _blocked_attention(q, k, v, *, block_size):
+  """The [B, N, heads, d] layout around `blocked_attention`, a group of examples per loop step."""
   batch, n, heads, d = q.shape
   rows = query_rows_per_block(n, block_size)
   group = examples_per_block(batch, heads * rows * n)

@@ -1,0 +1,311 @@
+"""Ahead-of-time compilation for Cloud TPU (acula_jax.aot) and the HLO analysis behind its report.
+
+The step is compiled by libtpu for a v5e-4 topology (v5e:2x2) on this machine, no TPU needed.
+"""
+import functools
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+pytest.importorskip("libtpu", reason="compiling for TPU needs libtpu: pip install 'acula_jax[tpu]'")
+
+from acula_jax import accelerators  # pylint: disable=wrong-import-position
+from acula_jax import aot  # pylint: disable=wrong-import-position
+from acula_jax import hlo_analysis  # pylint: disable=wrong-import-position
+from acula_jax import sharding  # pylint: disable=wrong-import-position
+from acula_jax.models import attention  # pylint: disable=wrong-import-position
+from acula_jax.models import opera_ce  # pylint: disable=wrong-import-position
+from configs import acula as acula_config  # pylint: disable=wrong-import-position
+from configs import demo  # pylint: disable=wrong-import-position
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SLICE = "v5litepod-4"
+TEXT_DIM = 24
+
+
+def _tiny(depth=1, **overrides):
+  """The tiny demo config at TPU-tile widths (128): TPU pads smaller arrays to (8, 128) tiles, so a
+  32-wide model's per-device bytes would hardly shrink when sharded."""
+  config = demo.get_config("tiny")
+  config.model.update(depth=depth, width=128, decoder_width=128)
+  config.heads.update(hidden_dim=128, out_dim=128)
+  for key, value in overrides.items():
+    node = config
+    *path, leaf = key.split(".")
+    for name in path:
+      node = node[name]
+    node[leaf] = value
+  return config
+
+
+@functools.lru_cache(maxsize=None)
+def _report(mode="replicated", depth=1):
+  overrides = {"param_sharding": mode}
+  if mode == "fsdp":
+    overrides.update({"mesh.data": 1, "mesh.fsdp": -1})
+  return aot.run(_tiny(depth, **overrides), SLICE, dim_flag=TEXT_DIM)
+
+
+def _tpu_devices(name=SLICE):
+  return aot.topology_devices(accelerators.parse(name))
+
+
+# ----------------------------------------------------------------------------
+# The train step for TPU.
+
+
+@pytest.mark.parametrize("mode", ["replicated", "fsdp"])
+def test_step_compiles_for_tpu_and_fits(mode):
+  report = _report(mode)
+  assert report.fits
+  d = report.data
+  assert d["devices"] == 4 and d["topology"] == "v5e:2x2"
+  assert d["mesh"] == ({"data": 4, "fsdp": 1} if mode == "replicated" else {"data": 1, "fsdp": 4})
+  assert 0 < d["needed_bytes_per_device"] < d["hbm_bytes_per_device"]
+  assert d["matmul_flops_per_step"] > 0 and d["roofline"]["step_s_lower_bound"] > 0
+
+
+def test_fsdp_splits_the_state_over_devices():
+  replicated, fsdp = _report("replicated").data, _report("fsdp").data
+  # Replicated holds the whole state (and the batch shard) per device; FSDP about a quarter.
+  assert replicated["memory_per_device"]["argument"] >= replicated["state_bytes"]
+  assert fsdp["memory_per_device"]["argument"] < 0.5 * replicated["memory_per_device"]["argument"]
+
+
+def test_replicated_all_reduces_gradients_and_gathers_no_activations():
+  config = _tiny()
+  d = _report("replicated").data
+  collectives = d["collectives"]
+  assert collectives["all-reduce"]["bytes"] >= d["param_bytes"]  # float32 gradients of every parameter
+  # The only gathers: the batch-level alignment loss's projected embeddings ([batch, out_dim]), not
+  # a block's activations ([batch / devices, tokens, width], 64x larger here).
+  embeddings = config.batch_size * config.heads.out_dim * 4
+  assert collectives["all-gather"]["largest"] <= embeddings
+
+
+def _trip_counts(report):
+  return sorted(loop["trip_count"] for loop in report["loops"])
+
+
+def test_auto_kernels_compile_to_xla_programs_for_tpu(monkeypatch):
+  """A step traced on CPU for TPU gets XLA's attention, not the CPU kernel (whose loops over a
+  batch-sharded axis would gather q/k/v across devices)."""
+  auto = _report("replicated", depth=2).data
+  xla = functools.partial(attention.dot_product_attention, implementation="xla")
+  monkeypatch.setattr(attention, "dot_product_attention", xla)
+  forced = aot.run(_tiny(2, param_sharding="replicated"), SLICE, dim_flag=TEXT_DIM).data
+  assert _trip_counts(auto) == _trip_counts(forced) and len(auto["loops"]) >= 2  # the scanned blocks
+  assert auto["collectives"] == forced["collectives"]
+  assert auto["matmul_flops_per_step"] == forced["matmul_flops_per_step"]
+  blocked = functools.partial(attention.dot_product_attention, implementation="blocked")
+  monkeypatch.setattr(attention, "dot_product_attention", blocked)
+  cpu_kernel = aot.run(_tiny(2, param_sharding="replicated"), SLICE, dim_flag=TEXT_DIM).data
+  assert len(cpu_kernel["loops"]) > len(auto["loops"])  # what "auto" traced before it followed the target
+
+
+def _tiny_opera_ce():
+  config = acula_config.get_config("encoder=opera_ce")
+  config.model.update(opera_ce.TINY_CONFIG)
+  config.data.clip_frames = 32
+  config.heads.update(hidden_dim=32, out_dim=16)
+  config.batch_size = 8
+  return config
+
+
+def test_depthwise_convolution_compiles_to_xla_convolutions_for_tpu(monkeypatch):
+  auto = aot.run(_tiny_opera_ce(), SLICE, dim_flag=TEXT_DIM).data
+  monkeypatch.setattr(opera_ce.DepthwiseConv, "__call__", nnx.Conv.__call__)
+  forced = aot.run(_tiny_opera_ce(), SLICE, dim_flag=TEXT_DIM).data
+  assert auto["matmul_flops_per_step"] == forced["matmul_flops_per_step"]
+  assert auto["collectives"] == forced["collectives"] and _trip_counts(auto) == _trip_counts(forced)
+
+
+def test_find_accum_doubles_until_the_step_fits(monkeypatch):
+  tried = []
+
+  def fake_compile(config, accelerator, devices, dim):
+    del accelerator, devices, dim
+    tried.append(config.grad_accum_steps)
+    return aot.Report(config.grad_accum_steps >= 4, {"needed_bytes_per_device": 2**34 / config.grad_accum_steps})
+
+  monkeypatch.setattr(aot, "compile_step", fake_compile)
+  report = aot.run(_tiny(batch_size=32), SLICE, dim_flag=TEXT_DIM, find_accum=True)
+  assert report.fits and tried == [1, 2, 4]
+  tried.clear()
+  monkeypatch.setattr(aot, "compile_step", lambda c, *a: (tried.append(c.grad_accum_steps),
+                                                           aot.Report(False, {"needed_bytes_per_device": 1}))[1])
+  report = aot.run(_tiny(batch_size=32), SLICE, dim_flag=TEXT_DIM, find_accum=True)
+  assert not report.fits and tried == [1, 2, 4, 8]  # 32 / 16 = 2 rows would not cover 4 devices
+  assert "no grad_accum_steps up to 8 fits" in report.data["find_accum"]
+
+
+def test_text_width_comes_from_the_flag_the_manifest_or_the_paper(tmp_path):
+  config = _tiny()
+  config.data.teacher_dir = str(tmp_path)
+  assert aot.text_dim(config, None)[0] == aot.PAPER_TEXT_DIM  # no manifest there
+  (tmp_path / "manifest.json").write_text(json.dumps({"dim": 384}))
+  assert aot.text_dim(config, None) == (384, f"{tmp_path}/manifest.json")
+  assert aot.text_dim(config, 7)[0] == 7
+  config.loss.align_weight = 0.0
+  assert aot.text_dim(config, 7)[0] is None
+
+
+def _run_cli(*args, cwd):
+  env = dict(os.environ, ALLOW_MULTIPLE_LIBTPU_LOAD="1", PYTHONPATH=str(REPO))
+  return subprocess.run([sys.executable, "-m", "acula_jax.aot", *args], cwd=cwd, env=env,
+                        capture_output=True, text=True, timeout=600, check=False)
+
+
+def test_cli_prints_the_report_and_writes_json_and_hlo_from_any_folder(tmp_path):
+  out = _run_cli(f"--config={REPO}/configs/demo.py:tiny", f"--accelerator_type={SLICE}",
+                 f"--text_dim={TEXT_DIM}", f"--json={tmp_path}/r.json", f"--dump_hlo={tmp_path}/step.hlo",
+                 cwd=tmp_path)
+  assert out.returncode == 0, out.stderr[-3000:]
+  for heading in ("versions", "slice", "mesh", "memory/dev", "FLOPs", "collectives", "roofline", "FITS"):
+    assert heading in out.stdout
+  saved = json.loads((tmp_path / "r.json").read_text())
+  assert saved["fits"] and saved["accelerator"] == SLICE and "memory_per_device" in saved
+  assert "ENTRY" in (tmp_path / "step.hlo").read_text()
+
+
+def test_cli_exits_1_naming_the_memory_a_config_needs(tmp_path):
+  # A 2^26-wide teacher: the text head alone is 8.6 GB of parameters, 26 GB with Adam's moments.
+  out = _run_cli(f"--config={REPO}/configs/demo.py:tiny", f"--accelerator_type={SLICE}",
+                 f"--text_dim={2**26}", f"--json={tmp_path}/r.json", cwd=tmp_path)
+  assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-3000:]
+  assert "DOES NOT FIT: needs" in out.stdout
+  needed = float(out.stdout.split("DOES NOT FIT: needs ")[-1].split(" GiB")[0])
+  assert needed > 16
+  saved = json.loads((tmp_path / "r.json").read_text())
+  assert not saved["fits"] and saved["needed_bytes_per_device"] == pytest.approx(needed * 2**30, rel=0.01)
+
+
+def test_cli_refuses_an_unknown_accelerator(tmp_path):
+  out = _run_cli(f"--config={REPO}/configs/demo.py:tiny", "--accelerator_type=v9-8", cwd=tmp_path)
+  assert out.returncode == 2 and "unknown accelerator type 'v9-8'" in out.stderr
+
+
+# ----------------------------------------------------------------------------
+# The HLO analysis: loops, collectives, FLOPs.
+
+
+def _scanned_matmuls(layers, rows, width):
+  """x through `layers` tanh(x @ w) layers in a scan, and an SGD update: 3 matmuls per layer."""
+
+  def step(w, x):
+    def loss(w):
+      body = lambda h, wi: (jnp.tanh(h @ wi), None)
+      return jnp.sum(jax.lax.scan(body, x, w)[0])
+    return w - 0.1 * jax.grad(loss)(w)
+
+  expected_flops = 3 * layers * 2 * rows * width * width
+  return step, expected_flops
+
+
+def test_loops_and_collectives_are_counted_per_trip_on_tpu():
+  layers, rows, width = 6, 64, 256
+  step, expected = _scanned_matmuls(layers, rows, width)
+  devices = _tpu_devices()
+  mesh = jax.make_mesh((4,), ("d",), devices=devices, axis_types=(jax.sharding.AxisType.Auto,))
+  w_sharding, x_sharding = NamedSharding(mesh, P(None, None, "d")), NamedSharding(mesh, P("d"))
+  w = jax.ShapeDtypeStruct((layers, width, width), jnp.float32, sharding=w_sharding)
+  x = jax.ShapeDtypeStruct((rows, width), jnp.float32, sharding=x_sharding)
+  compiled = jax.jit(step, out_shardings=w_sharding).lower(w, x).compile()
+  stats = hlo_analysis.analyze(compiled.as_text())
+  assert stats.matmul_flops == expected / 4  # per device: a quarter of the rows each
+  assert sorted(t for _, t in stats.loops) == [layers, layers] and not stats.unknown_trip_counts
+  summary = stats.collective_summary()
+  # Weights sharded over their columns: gathered once per layer forward and backward; the
+  # gradients all-reduced once per layer.
+  assert summary["all-gather"]["count"] == 2 * layers
+  assert summary["all-reduce"]["count"] == layers
+  cost = compiled.cost_analysis()
+  assert cost["flops"] < stats.matmul_flops / 2  # XLA's own count sees each loop body once
+
+
+def test_batched_matmuls_written_as_convolutions_count_exactly_on_tpu():
+  """TPU's compiler writes batched einsums as padded or base-dilated convolutions."""
+  b, h, n, d = 6, 6, 200, 64
+  spec = jax.ShapeDtypeStruct((b, h, n, d), jnp.float32,
+                              sharding=jax.sharding.SingleDeviceSharding(_tpu_devices()[0]))
+
+  def scores_and_output(q, k, v):
+    probs = jax.nn.softmax(jnp.einsum("bhqd,bhkd->bhqk", q, k), axis=-1)
+    return jnp.einsum("bhqk,bhkd->bhqd", probs, v)
+
+  loss = lambda q, k, v: jnp.sum(scores_and_output(q, k, v) ** 2)
+  compiled = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(spec, spec, spec).compile()
+  stats = hlo_analysis.analyze(compiled.as_text())
+  one_matmul = 2 * b * h * n * n * d
+  assert stats.matmul_flops == pytest.approx(6 * one_matmul, rel=1e-6)  # 2 forward, 4 backward
+
+
+def test_cpu_programs_are_counted_too():
+  layers, rows, width = 5, 16, 32
+  step, expected = _scanned_matmuls(layers, rows, width)
+  cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+  w = jax.ShapeDtypeStruct((layers, width, width), jnp.float32, sharding=cpu)
+  x = jax.ShapeDtypeStruct((rows, width), jnp.float32, sharding=cpu)
+  stats = hlo_analysis.analyze(jax.jit(step).lower(w, x).compile().as_text())
+  assert stats.matmul_flops == expected and not stats.unknown_trip_counts
+
+
+def test_shape_bytes():
+  assert hlo_analysis.shape_bytes("f32[8,128]{1,0:T(8,128)}") == 8 * 128 * 4
+  assert hlo_analysis.shape_bytes("(bf16[2,3]{1,0}, s32[], pred[4])") == 12 + 4 + 4
+
+
+# ----------------------------------------------------------------------------
+# The slice catalogue and meshes over topologies.
+
+
+@pytest.mark.parametrize("name, topology, chips, devices, hosts", [
+    ("v2-8", "v2:2x2", 4, 8, 1), ("v3-32", "v3:4x4", 16, 32, 4), ("v4-8", "v4:2x2x1", 4, 4, 1),
+    ("v4-32", "v4:2x2x4", 16, 16, 4), ("v5litepod-1", "v5e:1x1", 1, 1, 1),
+    ("v5litepod-8", "v5e:2x4", 8, 8, 1), ("v5litepod-16", "v5e:4x4", 16, 16, 4),
+    ("v5p-128", "v5:4x4x4", 64, 64, 16), ("v6e-8", "v6e:2x4", 8, 8, 1)])
+def test_accelerator_names_map_to_topologies(name, topology, chips, devices, hosts):
+  accelerator = accelerators.parse(name)
+  assert (accelerator.topology_name, accelerator.chips, accelerator.devices, accelerator.hosts) == (
+      topology, chips, devices, hosts)
+  if name in ("v2-8", "v4-8", "v5litepod-8", "v5litepod-16", "v6e-8"):
+    assert len(_tpu_devices(name)) == devices  # what libtpu builds for that name
+
+
+@pytest.mark.parametrize("name, message", [
+    ("v9-8", "unknown accelerator type"), ("v5litepod-6", "powers of two chips"),
+    ("v4-6", "powers of two TensorCores")])
+def test_bad_accelerator_names_are_refused(name, message):
+  with pytest.raises(ValueError, match=message):
+    accelerators.parse(name)
+
+
+def test_per_device_capacities():
+  assert accelerators.parse("v5litepod-8").hbm_bytes_per_device == 16 * 2**30
+  assert accelerators.parse("v3-8").hbm_bytes_per_device == 16 * 2**30  # 32 GiB chips, 2 cores each
+  assert accelerators.parse("v5p-8").peak_flops_per_device == 459e12  # megacore: a device is a chip
+
+
+def test_mesh_over_the_devices_of_a_topology():
+  config = _tiny(**{"mesh.data": 2, "mesh.fsdp": -1})
+  mesh = sharding.make_mesh(config.mesh, devices=_tpu_devices())
+  assert dict(mesh.shape) == {"data": 2, "fsdp": 2}
+  assert {d.platform for d in mesh.devices.flat} == {"tpu"}
+  assert sharding.make_mesh(_tiny().mesh).devices.size == jax.device_count()  # default: this job's
+  with pytest.raises(ValueError, match="does not use the 4 devices"):
+    sharding.make_mesh(_tiny(**{"mesh.data": 3}).mesh, devices=_tpu_devices())
+
+
+def test_needed_bytes_are_read_from_the_compile_error():
+  message = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+             "temporaries (32.51G) exceeds available HBM (15.75G).")
+  assert aot.needed_bytes_from_error(message) == pytest.approx(32.51 * 2**30)
+  assert aot.needed_bytes_from_error("RESOURCE_EXHAUSTED: no figure") is None
