@@ -9,7 +9,10 @@ execution of the program runs it (the product of the trip counts of the loops ar
   writes dots as convolutions; of a convolution's window only the taps that meet data count, see
   `_taps_meeting_data`), times that count. Elementwise work is not counted;
 - `hbm_bytes`: bytes read and written by every kernel (a fusion, or an unfused instruction) of the
-  non-fused computations, times that count: a roofline estimate of HBM traffic;
+  non-fused computations, times that count: a roofline estimate of HBM traffic. A kernel that takes
+  a slice of a buffer (dynamic-slice) or writes one into it in place (dynamic-update-slice, how a
+  loop stacks its per-iteration results) is charged the slice, not the buffer; buffers that the
+  compiler placed on chip (TPU's VMEM) are not HBM traffic;
 - `collectives`: each all-reduce, all-gather, reduce-scatter, all-to-all and collective-permute with
   its executions per step and bytes per execution. TPU splits an asynchronous collective into
   start/update/done copies that share a channel id; each channel counts once. Bytes are the
@@ -34,6 +37,7 @@ _DTYPE_BYTES = {
     "s64": 8, "u64": 8, "f16": 2, "bf16": 2, "f32": 4, "f64": 8, "c64": 8, "c128": 16,
     "f8e4m3fn": 1, "f8e5m2": 1, "f8e4m3b11fnuz": 1, "f8e4m3fnuz": 1, "f8e5m2fnuz": 1}
 _ARRAY = re.compile(r"\b(" + "|".join(_DTYPE_BYTES) + r")\[([0-9,]*)\]")
+_ARRAY_WITH_LAYOUT = re.compile(_ARRAY.pattern + r"(\{[^}]*\})?")
 _HEADER = re.compile(r"^(ENTRY\s+)?%?([\w.\-]+)\s+\((.*)\)\s+->\s+.*\{\s*$")
 _INSTRUCTION = re.compile(r"^\s*(ROOT\s+)?%?([\w.\-]+)\s+=\s+(.*)$")
 _CALLEES = re.compile(r"\b(calls|body|condition|to_apply|true_computation|false_computation)=%?([\w.\-]+)")
@@ -63,10 +67,17 @@ class Computation:
   root: str = ""
 
 
-def shape_bytes(shape: str) -> float:
-  """Bytes of every array in a shape text (tuples summed, layouts ignored)."""
-  return sum(_DTYPE_BYTES[dtype] * math.prod(int(d) for d in dims.split(",") if d)
-             for dtype, dims in _ARRAY.findall(shape))
+def shape_bytes(shape: str, hbm_only: bool = False) -> float:
+  """Bytes of every array in a shape text (tuples summed). hbm_only: leave out arrays whose layout
+  places them in another memory space (TPU's `S(n)`: on-chip VMEM, SMEM), which is not HBM traffic."""
+  total = 0.0
+  for match in _ARRAY_WITH_LAYOUT.finditer(shape):
+    dtype, dims, layout = match.groups()
+    space = re.search(r"S\((\d+)\)", layout or "")
+    if hbm_only and space and space.group(1) != "0":
+      continue
+    total += _DTYPE_BYTES[dtype] * math.prod(int(d) for d in dims.split(",") if d)
+  return total
 
 
 def _dims(shape: str) -> list:
@@ -309,6 +320,79 @@ def _matmul_flops(comp: Computation, inst: Instruction) -> float:
   return 2.0 * math.prod(out) * features_per_tap * taps
 
 
+def _hbm(shape: str) -> float:
+  return shape_bytes(shape, hbm_only=True)
+
+
+def _users(comp: Computation) -> dict:
+  users = collections.defaultdict(list)  # name -> [(user instruction, operand index)]
+  for inst in comp.instructions.values():
+    for index, operand in enumerate(inst.operands):
+      users[operand].append((inst, index))
+  return users
+
+
+def _parameters(comp: Computation) -> list:
+  return sorted((i for i in comp.instructions.values() if i.opcode == "parameter"),
+                key=lambda i: int(i.arguments or 0))
+
+
+def _read_bytes(computations: dict, comp: Computation, name: str, depth: int = 0) -> float:
+  """Bytes a kernel reads of one input: only the slices that dynamic-slices take of it (also inside
+  nested fusions), nothing of a buffer that a dynamic-update-slice writes into in place (how a loop
+  reads and writes its stacked [trips, ...] arrays)."""
+  whole = _hbm(comp.shapes.get(name, ""))
+  uses = _users(comp).get(name, [])
+  if not uses or depth > 8:
+    return whole
+  total = 0.0
+  for user, index in uses:
+    callee = computations.get(_callees(user)[0]) if user.opcode == "fusion" and _callees(user) else None
+    if user.opcode == "bitcast":
+      total += _read_bytes(computations, comp, user.name, depth + 1)
+    elif user.opcode == "dynamic-slice" and index == 0:
+      total += _hbm(user.shape)
+    elif user.opcode == "dynamic-update-slice" and index == 0:
+      continue
+    elif callee is not None and index < len(_parameters(callee)):
+      total += _read_bytes(computations, callee, _parameters(callee)[index].name, depth + 1)
+    else:
+      return whole
+  return min(total, whole)
+
+
+def _written_bytes(comp: Computation, name: str) -> float:
+  """Bytes a kernel writes for one output: the update of an in-place dynamic-update-slice."""
+  inst = comp.instructions.get(name)
+  if inst is None:
+    return _hbm(comp.shapes.get(name, ""))
+  if inst.opcode == "tuple":
+    return sum(_written_bytes(comp, o) for o in inst.operands)
+  if inst.opcode == "bitcast" and inst.operands:
+    return _written_bytes(comp, inst.operands[0])
+  if inst.opcode == "dynamic-update-slice" and len(inst.operands) > 1:
+    return _hbm(comp.shapes.get(inst.operands[1], ""))
+  return _hbm(inst.shape)
+
+
+def _kernel_traffic(computations: dict, comp: Computation, inst: Instruction) -> float:
+  """HBM bytes one kernel moves: what it reads of its operands plus what it writes."""
+  callee = computations.get(_callees(inst)[0]) if inst.opcode == "fusion" and _callees(inst) else None
+  if callee is not None:
+    return (sum(_read_bytes(computations, callee, p.name) for p in _parameters(callee))
+            + _written_bytes(callee, callee.root))
+  if inst.opcode == "custom-call" and "AllocateBuffer" in inst.attributes:
+    return 0.0
+  if inst.opcode.endswith("-start"):  # async: its result tuple repeats the operands it holds
+    operands = sum(_hbm(comp.shapes.get(o, "")) for o in inst.operands)
+    return operands + max(_hbm(inst.shape) - operands, 0.0)
+  if inst.opcode == "dynamic-slice":
+    return 2 * _hbm(inst.shape)
+  if inst.opcode == "dynamic-update-slice" and len(inst.operands) > 1:
+    return 2 * _hbm(comp.shapes.get(inst.operands[1], ""))
+  return sum(_hbm(comp.shapes.get(o, "")) for o in inst.operands) + _hbm(inst.shape)
+
+
 def _collective_kind(opcode: str):
   for kind in COLLECTIVES:
     if opcode in (kind, f"{kind}-start"):
@@ -341,6 +425,5 @@ def analyze(text: str) -> ProgramStats:
         channels[key] = Collective(kind, max(runs, previous.executions if previous else 0),
                                    max(moved, previous.bytes if previous else 0.0))
       if comp.name not in fused and inst.opcode not in _NO_TRAFFIC and not inst.opcode.endswith("-done"):
-        operand_bytes = sum(shape_bytes(comp.shapes.get(o, "")) for o in inst.operands)
-        traffic += runs * (operand_bytes + shape_bytes(inst.shape))
+        traffic += runs * _kernel_traffic(computations, comp, inst)
   return ProgramStats(flops, traffic, list(channels.values()), loops, unknown)

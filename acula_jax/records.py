@@ -245,6 +245,12 @@ def encode_audio_example(ex: dict) -> bytes:
   return _encode_valid_audio_example(validate_audio_example(ex))
 
 
+def audio_sha256(audio: np.ndarray) -> str:
+  """Content hash of decoded audio (float32 little-endian samples): the same recording under two ids
+  or two file names hashes alike."""
+  return hashlib.sha256(np.ascontiguousarray(audio, dtype="<f4").tobytes()).hexdigest()
+
+
 def _encode_valid_audio_example(ex: dict) -> bytes:
   where = ex["id"]
   feature = {
@@ -254,6 +260,7 @@ def _encode_valid_audio_example(ex: dict) -> bytes:
       "split": _str_feature(ex["split"]),
       # Raw little-endian float32 bytes: an order of magnitude faster to parse than a float_list.
       "audio": _bytes_feature(ex["audio"].astype("<f4").tobytes()),
+      "audio_sha256": _str_feature(audio_sha256(ex["audio"])),
       "num_samples": _int_feature(ex["audio"].shape[0]),
       "sample_rate": _int_feature(ex["sample_rate"]),
       "labels": _str_feature(_json_dumps(ex["labels"], "labels", where)),
@@ -283,6 +290,7 @@ def decode_audio_example(data: bytes, where="<audio record>") -> dict:
       "split": _get_str(features, "split", example_id),
       # A copy: frombuffer would give a read-only view that in-place augmentations would trip on.
       "audio": np.frombuffer(audio_bytes, dtype="<f4").astype(np.float32),
+      "audio_sha256": _get_str(features, "audio_sha256", example_id),
       "num_samples": int(num_samples),
       "sample_rate": int(_get(features, "sample_rate", "int64_list", example_id)),
       "labels": labels,
@@ -371,7 +379,7 @@ def shard_name(prefix: str, index: int, count: int, ext: str) -> str:
 
 
 class _SplitWriter:
-  """Round-robin writer of one split's shards, under temporary names until `finish`."""
+  """Round-robin writer of one split's shards, under temporary names until `move_to`."""
 
   def __init__(self, tmp_dir: str, split: str, num_shards: int):
     self.split = split
@@ -387,18 +395,39 @@ class _SplitWriter:
     self.count += 1
 
   def close(self):
-    for w in self.writers:
-      if w is not None:
-        w.close()
+    """Closes (flushes) every shard once, even when one fails; raises the first failure.
 
-  def finish(self, out_dir: str) -> list[str]:
-    """Moves the non-empty shards to their final `{split}-i-of-n` names; returns the names."""
-    self.close()
-    used = min(self.count, len(self.paths))
-    names = [shard_name(self.split, i, used, "array_record") for i in range(used)]
-    for i, name in enumerate(names):
-      os.replace(self.paths[i], os.path.join(out_dir, name))
-    return names
+    A full disk shows here, when the writers flush their last chunks.
+    """
+    failure = None
+    for i, writer in enumerate(self.writers):
+      self.writers[i] = None
+      try:
+        if writer is not None:
+          writer.close()
+      except Exception as e:  # pylint: disable=broad-except  (re-raised below)
+        failure = failure or e
+    if failure is not None:
+      raise failure
+
+  def verify(self):
+    """Reopens the closed shards and counts their records: what was written can be read back."""
+    found = sum(_count_records(p) for p in self.paths[:self.num_files])
+    if found != self.count:
+      raise CorruptRecordError(self.paths[0], f"split {self.split!r}: wrote {self.count} records, "
+                                              f"read back {found}")
+
+  @property
+  def num_files(self) -> int:
+    return min(self.count, len(self.paths))
+
+  def names(self) -> list[str]:
+    return [shard_name(self.split, i, self.num_files, "array_record") for i in range(self.num_files)]
+
+  def move_to(self, out_dir: str):
+    """Renames the closed, verified shards to their final `{split}-i-of-n` names in out_dir."""
+    for path, name in zip(self.paths, self.names()):
+      os.replace(path, os.path.join(out_dir, name))
 
 
 def _remove_previous_dataset(out_dir: str) -> None:
@@ -424,10 +453,13 @@ def write_audio_records(out_dir, examples: Iterable[dict], *, dataset: str, num_
 
   Examples may come from a generator of unknown length; each is validated (DataError naming its id).
   Shards are filled round-robin, so a split with fewer than `num_shards` examples gets fewer shards.
-  Everything is written under a hidden temporary directory inside `out_dir` and moved into place only
-  once all examples were written; the manifest goes last. An interrupted or failed write therefore
-  leaves no manifest and no shard files (an older dataset in `out_dir` is replaced). `skipped` is read
-  after `examples` is exhausted, so a list that the example generator appends to works.
+  Everything is written under a hidden temporary directory inside `out_dir`, closed, read back and
+  only then moved into place, the manifest last. A failed write (a full disk, a bad example, an
+  interruption) leaves an older dataset in `out_dir` as it was and removes its temporary files.
+  Every record carries the sha256 of its decoded audio: the same audio in two splits is a DataError
+  naming both ids; repeats within a split are listed in the manifest (`duplicates_within_split`).
+  `skipped` is read after `examples` is exhausted, so a list that the example generator appends to
+  works.
 
   Returns the manifest dict.
   """
@@ -439,6 +471,7 @@ def write_audio_records(out_dir, examples: Iterable[dict], *, dataset: str, num_
   splits: dict[str, _SplitWriter] = {}
   try:
     seen, label_keys, sample_rate = set(), set(), None
+    first_with_audio, duplicates_within_split = {}, []  # audio sha256 -> (id, split)
     for ex in examples:
       ex = validate_audio_example({"dataset": dataset, **ex} if isinstance(ex, dict) else ex)
       if ex["dataset"] != dataset:
@@ -446,6 +479,16 @@ def write_audio_records(out_dir, examples: Iterable[dict], *, dataset: str, num_
       if ex["id"] in seen:
         raise DataError(ex["id"], f"duplicate example id in dataset {dataset!r}")
       seen.add(ex["id"])
+      digest = audio_sha256(ex["audio"])
+      if digest in first_with_audio:
+        other_id, other_split = first_with_audio[digest]
+        if other_split != ex["split"]:
+          raise DataError(ex["id"], f"same audio as {other_id!r}: one recording in splits "
+                                    f"{other_split!r} and {ex['split']!r} would leak into the test set; "
+                                    "drop one of the two rows")
+        duplicates_within_split.append({"id": ex["id"], "same_audio_as": other_id, "split": ex["split"]})
+      else:
+        first_with_audio[digest] = (ex["id"], ex["split"])
       if sample_rate is None:
         sample_rate = ex["sample_rate"]
       elif ex["sample_rate"] != sample_rate:
@@ -458,24 +501,38 @@ def write_audio_records(out_dir, examples: Iterable[dict], *, dataset: str, num_
     if not seen:
       raise DataError(out_dir, f"no examples to write for dataset {dataset!r}")
     skipped = [_skipped_entry(s) for s in skipped]
-    _remove_previous_dataset(out_dir)
-    _remove_stale_partials(out_dir, keep=tmp_dir)
-    files = {name: w.finish(out_dir) for name, w in sorted(splits.items())}
+    # Everything is closed, read back and the manifest written beside the shards before anything of
+    # an older dataset in out_dir is touched: a full disk or a crash up to here leaves it intact.
+    for writer in splits.values():
+      writer.close()
+    for writer in splits.values():
+      writer.verify()
     manifest = {
         "dataset": dataset,
         "sample_rate": sample_rate,
         "counts": {name: w.count for name, w in sorted(splits.items())},
-        "files": files,
+        "files": {name: w.names() for name, w in sorted(splits.items())},
         "label_keys": sorted(label_keys),
         "num_examples": len(seen),
         "skipped": skipped,
+        "duplicates_within_split": duplicates_within_split,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    write_json_atomic(os.path.join(out_dir, MANIFEST), manifest)
+    staged_manifest = os.path.join(tmp_dir, MANIFEST)
+    write_json_atomic(staged_manifest, manifest)
+    # The swap: renames within one filesystem, which need no space; the manifest goes last.
+    _remove_previous_dataset(out_dir)
+    _remove_stale_partials(out_dir, keep=tmp_dir)
+    for writer in splits.values():
+      writer.move_to(out_dir)
+    os.replace(staged_manifest, os.path.join(out_dir, MANIFEST))
     return manifest
   finally:
-    for w in splits.values():
-      w.close()
+    for writer in splits.values():
+      try:
+        writer.close()
+      except Exception:  # pylint: disable=broad-except  (the write's own error is the one to report)
+        pass
     shutil.rmtree(tmp_dir, ignore_errors=True)
 
 

@@ -231,6 +231,31 @@ def test_loops_and_collectives_are_counted_per_trip_on_tpu():
   assert cost["flops"] < stats.matmul_flops / 2  # XLA's own count sees each loop body once
 
 
+def test_hbm_traffic_of_a_loop_matches_the_unrolled_program():
+  """The roofline's bytes: a scanned program is charged about what its unrolled twin moves (slices
+  of the stacked per-layer buffers, not the buffers), and no more than XLA counts for the unrolled
+  one (XLA also counts buffers the compiler keeps on chip)."""
+  layers, rows, width = 8, 512, 512
+  device = jax.sharding.SingleDeviceSharding(_tpu_devices()[0])
+  w = jax.ShapeDtypeStruct((layers, width, width), jnp.float32, sharding=device)
+  x = jax.ShapeDtypeStruct((rows, width), jnp.float32, sharding=device)
+
+  def program(unroll):
+    def step(w, x):
+      def loss(w):
+        return jnp.sum(jax.lax.scan(lambda h, wi: (jnp.tanh(h @ wi), None), x, w, unroll=unroll)[0])
+      return w - 0.1 * jax.grad(loss)(w)
+    compiled = jax.jit(step).lower(w, x).compile()
+    return hlo_analysis.analyze(compiled.as_text()), compiled.cost_analysis()
+
+  (rolled, _), (unrolled, xla_unrolled) = program(1), program(True)
+  assert len(rolled.loops) == 2 and not unrolled.loops
+  assert unrolled.hbm_bytes <= rolled.hbm_bytes <= 1.5 * unrolled.hbm_bytes
+  assert unrolled.hbm_bytes <= xla_unrolled["bytes accessed"]
+  parameters = layers * width * width * 4
+  assert rolled.hbm_bytes >= 3 * parameters  # at least: read w, read the gradient, write w
+
+
 def test_batched_matmuls_written_as_convolutions_count_exactly_on_tpu():
   """TPU's compiler writes batched einsums as padded or base-dilated convolutions."""
   b, h, n, d = 6, 6, 200, 64
@@ -261,6 +286,8 @@ def test_cpu_programs_are_counted_too():
 def test_shape_bytes():
   assert hlo_analysis.shape_bytes("f32[8,128]{1,0:T(8,128)}") == 8 * 128 * 4
   assert hlo_analysis.shape_bytes("(bf16[2,3]{1,0}, s32[], pred[4])") == 12 + 4 + 4
+  on_chip = "(f32[4]{0:T(128)S(1)}, f32[4]{0:T(128)})"  # S(1): TPU VMEM
+  assert hlo_analysis.shape_bytes(on_chip) == 32 and hlo_analysis.shape_bytes(on_chip, hbm_only=True) == 16
 
 
 # ----------------------------------------------------------------------------
