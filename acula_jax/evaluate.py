@@ -48,6 +48,7 @@ from tqdm import tqdm
 
 from acula_jax import audio
 from acula_jax import baselines
+from acula_jax import errors
 from acula_jax import input_pipeline
 from acula_jax import probe
 from acula_jax import records
@@ -756,7 +757,7 @@ def _main(argv):
 def main():
   from absl import app  # pylint: disable=g-import-not-at-top
   _define_flags()
-  app.run(_main)
+  app.run(errors.one_line_errors(_main))
 
 
 if __name__ == "__main__":

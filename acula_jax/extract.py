@@ -117,7 +117,7 @@ def _main(argv):
 def main():
   from absl import app  # pylint: disable=g-import-not-at-top
   _define_flags()
-  app.run(_main)
+  app.run(errors.one_line_errors(_main))
 
 
 if __name__ == "__main__":

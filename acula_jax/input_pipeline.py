@@ -102,13 +102,17 @@ class _ProcessShare(grain.MapDataset):
     return f"_ProcessShare(global_batch={self._global_batch}, offset={self._offset})"
 
 
-def create_train_dataset(config, teacher: TeacherTable | None, *, num_epochs=None) -> grain.IterDataset:
+def create_train_dataset(config, teacher: TeacherTable | None, *, num_epochs=None,
+                         indices=None) -> grain.IterDataset:
   """Shuffled, repeated, cropped training data: this process's rows of each global batch.
 
   The order, the crops and the global batches depend only on the seed, never on the number of
-  processes, so a run on one host and on many see the same batches.
+  processes, so a run on one host and on many see the same batches. `indices`: train on these
+  records of the split only (default: all).
   """
   source = records.open_split(config.data.records_dir, config.data.train_split)
+  if indices is not None:
+    source = records.SubsetSource(source, indices)
   num_processes = jax.process_count()
   if config.batch_size % num_processes:
     raise ValueError(f"batch_size {config.batch_size} is not divisible by {num_processes} processes")

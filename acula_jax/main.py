@@ -1,9 +1,13 @@
 r"""Entry point: `python -m acula_jax.main --config=configs/demo.py --workdir=DIR`.
 
+Exit status: 0 when trained (and exported and evaluated), 2 for bad input, flags or config (one line
+on stderr), 143 when SIGTERM (a preemption) stopped it after a checkpoint: rerun to resume.
+
 Flags: --config (a config file, variants after ':', overrides with --config.x=y), --workdir, and the
 multi-host flags (--distributed and, off TPU/SLURM, --coordinator_address/--num_processes/--process_id).
 """
 import os
+import sys
 
 import jax
 from absl import app
@@ -11,6 +15,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from acula_jax import errors
 from acula_jax import train
 
 FLAGS = flags.FLAGS
@@ -48,9 +53,13 @@ def main(argv):
                                num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
   logging.info("JAX process %d/%d, %d devices", jax.process_index(), jax.process_count(),
                jax.device_count())
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  try:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except train.Preempted as e:
+    print(f"Not done: {e}.", flush=True)
+    sys.exit(errors.EXIT_PREEMPTED)
   print(f"Done. Results in {FLAGS.workdir} (eval/results.md, metrics.jsonl, export/).")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(errors.one_line_errors(main))

@@ -44,15 +44,37 @@ def version_event(wall_time: float) -> bytes:
   return _field(1, 1, struct.pack("<d", wall_time)) + _length_delimited(3, b"brain.Event:2")
 
 
+def drop_lines_after(path: pathlib.Path, step: int) -> int:
+  """Rewrites a metrics.jsonl without the lines of steps after `step`; returns how many went."""
+  if not path.exists():
+    return 0
+  lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+  keep = [line for line in lines if _step_of(line) is None or _step_of(line) <= step]
+  if len(keep) != len(lines):
+    records.write_text_atomic(path, "".join(keep))
+  return len(lines) - len(keep)
+
+
+def _step_of(line: str):
+  try:
+    return int(json.loads(line)["step"])
+  except (ValueError, KeyError, TypeError):
+    return None
+
+
 class MetricWriter:
   """Appends one JSON line per logged step and mirrors the scalars to `workdir/tensorboard`."""
 
-  def __init__(self, workdir, *, enabled: bool = True):
+  def __init__(self, workdir, *, enabled: bool = True, resume_step: int | None = None):
+    """`resume_step`: the step this run restarts from; lines of later steps in metrics.jsonl (written
+    after the last checkpoint of a run that was killed) are dropped, so no step appears twice."""
     self._enabled = enabled
     if not enabled:
       return
     workdir = pathlib.Path(workdir)
     (workdir / "tensorboard").mkdir(parents=True, exist_ok=True)
+    if resume_step is not None:
+      drop_lines_after(workdir / "metrics.jsonl", resume_step)
     self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
     now = time.time()
     name = f"events.out.tfevents.{int(now)}.{socket.gethostname()}.{os.getpid()}"

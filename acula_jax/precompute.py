@@ -30,6 +30,7 @@ import torch
 import tqdm
 import transformers
 
+from acula_jax import errors
 from acula_jax import records
 from acula_jax.errors import DataError
 
@@ -377,4 +378,4 @@ def _main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(_main)
+  app.run(errors.one_line_errors(_main))

@@ -37,6 +37,7 @@ import numpy as np
 
 from acula_jax import audio
 from acula_jax import datasets
+from acula_jax import errors
 from acula_jax.datasets import common
 from acula_jax.errors import DataError
 
@@ -395,7 +396,7 @@ def main():
   """Console entry point: defines the flags, then runs."""
   from absl import app  # pylint: disable=g-import-not-at-top
   _define_flags()
-  app.run(_main)
+  app.run(errors.one_line_errors(_main))
 
 
 if __name__ == "__main__":

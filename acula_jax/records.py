@@ -385,14 +385,20 @@ class _SplitWriter:
     self.split = split
     self.paths = [os.path.join(tmp_dir, f"{split}.{i}") for i in range(num_shards)]
     self.writers = [None] * num_shards
+    self.shard_ids = [[] for _ in range(num_shards)]
     self.count = 0
 
-  def write(self, payload: bytes):
+  def write(self, example_id: str, payload: bytes):
     i = self.count % len(self.paths)
     if self.writers[i] is None:  # Opened lazily: a small split must not leave empty 128 KiB shards.
       self.writers[i] = array_record_module.ArrayRecordWriter(self.paths[i], "group_size:1")
     self.writers[i].write(payload)
+    self.shard_ids[i].append(example_id)
     self.count += 1
+
+  def ids(self) -> list[str]:
+    """The ids in the order `AudioRecordSource` reads them (shard after shard)."""
+    return [example_id for ids in self.shard_ids for example_id in ids]
 
   def close(self):
     """Closes (flushes) every shard once, even when one fails; raises the first failure.
@@ -497,7 +503,7 @@ def write_audio_records(out_dir, examples: Iterable[dict], *, dataset: str, num_
       label_keys.update(ex["labels"])
       if ex["split"] not in splits:
         splits[ex["split"]] = _SplitWriter(tmp_dir, ex["split"], num_shards)
-      splits[ex["split"]].write(_encode_valid_audio_example(ex))
+      splits[ex["split"]].write(ex["id"], _encode_valid_audio_example(ex))
     if not seen:
       raise DataError(out_dir, f"no examples to write for dataset {dataset!r}")
     skipped = [_skipped_entry(s) for s in skipped]
@@ -512,6 +518,7 @@ def write_audio_records(out_dir, examples: Iterable[dict], *, dataset: str, num_
         "sample_rate": sample_rate,
         "counts": {name: w.count for name, w in sorted(splits.items())},
         "files": {name: w.names() for name, w in sorted(splits.items())},
+        "ids": {name: w.ids() for name, w in sorted(splits.items())},
         "label_keys": sorted(label_keys),
         "num_examples": len(seen),
         "skipped": skipped,
@@ -652,6 +659,35 @@ class ConcatRecordSource:
 
   def __repr__(self):
     return f"ConcatRecordSource({[s.data_dir for s in self.sources]!r}, {self.split!r}, n={len(self)})"
+
+
+def split_ids(records_dirs, split: str) -> list[str]:
+  """The example ids of a split in the order `open_split` serves them, from the manifests alone."""
+  ids = []
+  for directory in split_dirs(records_dirs):
+    manifest = read_manifest(directory)
+    if split not in manifest.get("ids", {}):
+      raise DataError(directory, f"manifest lists no ids for split {split!r} (written by an older "
+                                 "version, or no such split): re-run acula_jax.prepare")
+    ids += manifest["ids"][split]
+  return ids
+
+
+class SubsetSource:
+  """The records of a source at the given indices (e.g. training rows that have a teacher embedding)."""
+
+  def __init__(self, source, indices):
+    self._source = source
+    self._indices = list(indices)
+
+  def __len__(self) -> int:
+    return len(self._indices)
+
+  def __getitem__(self, index) -> dict:
+    return self._source[self._indices[index]]
+
+  def __repr__(self):
+    return f"SubsetSource({self._source!r}, {len(self._indices)} of {len(self._source)})"
 
 
 def open_split(records_dirs, split: str):

@@ -30,6 +30,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from acula_jax import errors
 from acula_jax import report_templates
 from acula_jax.errors import DataError
 
@@ -526,4 +527,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  app.run(errors.one_line_errors(main))

@@ -21,6 +21,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from acula_jax import errors
+
 DEFAULT_PROMPT = ("Rewrite the following auscultation report as a short, fluent clinical note. Keep every "
                   "finding exactly as stated, add no new findings, and do not mention identifiers.\n"
                   "Report: {report}\nRewritten report:")
@@ -145,4 +147,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  app.run(errors.one_line_errors(main))

@@ -74,6 +74,8 @@ from absl import flags
 import numpy as np
 from scipy import signal
 
+from acula_jax import errors
+
 SAMPLE_RATE = 16000
 DATASET = "synthetic"
 CLIPS_PER_SUBJECT = 2
@@ -691,4 +693,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  app.run(errors.one_line_errors(main))

@@ -57,6 +57,7 @@ from absl import logging
 
 from acula_jax import audio
 from acula_jax import datasets
+from acula_jax import errors
 from acula_jax import prepare
 from acula_jax import records
 from acula_jax.errors import DataError
@@ -458,7 +459,7 @@ def _main(argv):
 def main():
   from absl import app  # pylint: disable=g-import-not-at-top
   _define_flags()
-  app.run(_main)
+  app.run(errors.one_line_errors(_main))
 
 
 if __name__ == "__main__":

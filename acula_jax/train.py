@@ -22,6 +22,7 @@ from acula_jax import losses
 from acula_jax import metric_writers
 from acula_jax import records
 from acula_jax import sharding
+from acula_jax import workdir as workdir_lib
 from acula_jax import zeroshot
 from acula_jax.models import acula
 
@@ -134,6 +135,9 @@ def make_train_step(graphdef, config, state_sharding, batch_sharding):
     nnx.update(model, rest)  # BatchNorm statistics; nothing for the ViTs
     optimizer.update(model, grads)
     metrics["grad_norm"] = optax.tree.norm(grads)
+    # Counted on device after the update: an overflow inside AdamW shows here, not in the loss.
+    metrics["nonfinite_params"] = sum(
+        jnp.sum(~jnp.isfinite(p)).astype(jnp.float32) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
     return nnx.state((model, optimizer)), metrics
 
   return jax.jit(train_step, in_shardings=(state_sharding, batch_sharding, None),
@@ -147,11 +151,63 @@ def _total_steps(config, num_examples: int) -> int:
 
 
 def _check_finite(metrics: dict, step: int):
+  """Stops before a checkpoint can keep parameters that a NaN or an overflow reached."""
   bad = {k: float(v) for k, v in metrics.items() if not np.isfinite(v)}
+  if metrics.get("nonfinite_params", 0) > 0:
+    bad["nonfinite_params"] = float(metrics["nonfinite_params"])
   if bad:
     raise FloatingPointError(
-        f"non-finite loss at step {step}: {bad}. Training stopped; the last good checkpoint is kept. "
-        "Try a lower learning rate, float32 compute, or check the input data.")
+        f"non-finite values at step {step}: {bad}. Training stopped; no checkpoint of this step was "
+        "written, the last good one is kept. Try a lower learning rate, float32 compute, or check the "
+        "input data.")
+
+
+def check_batch(config, num_examples: int, num_devices: int):
+  """UsageError for batch settings that cannot work, before anything is compiled."""
+  batch, accum = config.batch_size, config.grad_accum_steps
+  if batch < 1 or accum < 1:
+    raise errors.UsageError(f"batch_size={batch} and grad_accum_steps={accum} must both be >= 1")
+  if batch > num_examples:
+    raise errors.UsageError(f"batch_size={batch} is larger than the {num_examples} training examples of "
+                            f"{config.data.records_dir}: a batch would repeat examples; use at most "
+                            f"--config.batch_size={num_examples}")
+  if batch % accum:
+    raise errors.UsageError(f"batch_size={batch} does not split into grad_accum_steps={accum} "
+                            "micro-batches; use a divisor of the batch")
+  if batch % num_devices:
+    raise errors.UsageError(f"batch_size={batch} does not split over the mesh's {num_devices} devices; "
+                            "use a multiple, or set --config.mesh.data / --config.mesh.fsdp")
+
+
+def training_indices(config, teacher) -> list | None:
+  """Indices of the training records to use: all (None), or those with a teacher embedding.
+
+  Every training id is checked against the teacher table before step 0: a missing one is an error
+  naming the count and the first ids, or, with `data.skip_missing_teacher`, left out.
+  """
+  if teacher is None:
+    return None
+  ids = records.split_ids(config.data.records_dir, config.data.train_split)
+  missing = [i for i in ids if i not in teacher.index]
+  if not missing:
+    return None
+  if not config.data.skip_missing_teacher:
+    raise errors.DataError(
+        config.data.teacher_dir,
+        f"{len(missing)} of {len(ids)} training examples have no teacher embedding (first: "
+        f"{missing[:5]}); rerun acula_jax.reports and acula_jax.precompute on the training split, or "
+        "pass --config.data.skip_missing_teacher=True to train without them")
+  missing = set(missing)
+  return [i for i, example_id in enumerate(ids) if example_id not in missing]
+
+
+class Preempted(Exception):
+  """SIGTERM stopped the run after it saved a checkpoint; rerunning the same command resumes it."""
+
+  def __init__(self, workdir, step: int):
+    self.step = step
+    super().__init__(f"interrupted by SIGTERM at step {step}: checkpoint saved in {workdir}/checkpoints; "
+                     "rerun the same command to resume (no export or evaluation was written)")
 
 
 class _Preemption:
@@ -191,16 +247,20 @@ def train_and_evaluate(config, workdir) -> dict:
   """Trains per `config` in `workdir` (resuming if it holds checkpoints); returns final metrics."""
   workdir = pathlib.Path(workdir)
   audio.check_frontend(config.model.name, config.audio, spec_shape=config.model.get("spec_shape"))
+  config_changes = workdir_lib.check_config(config, workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  if jax.process_index() == 0:
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
 
   teacher = None
   if config.loss.align_weight > 0:
     if not config.data.teacher_dir:
-      raise ValueError("loss.align_weight > 0 needs config.data.teacher_dir (run acula_jax.precompute)")
+      raise errors.UsageError("loss.align_weight > 0 needs --config.data.teacher_dir (the output of "
+                              "acula_jax.precompute), or --config.loss.align_weight=0 for MAE only")
     teacher = input_pipeline.TeacherTable.load(config.data.teacher_dir)
-  num_examples = len(records.open_split(config.data.records_dir, config.data.train_split))
+  indices = training_indices(config, teacher)
+  num_examples = (len(indices) if indices is not None
+                  else len(records.open_split(config.data.records_dir, config.data.train_split)))
+  mesh = sharding.make_mesh(config.mesh)
+  check_batch(config, num_examples, mesh.devices.size)
   total_steps = _total_steps(config, num_examples)
 
   model, optimizer, schedule = create_model_and_optimizer(
@@ -213,30 +273,31 @@ def train_and_evaluate(config, workdir) -> dict:
   nnx.update(initial_encoder, jax.tree.map(jnp.copy, nnx.state(initial_encoder)))
   graphdef, state = nnx.split((model, optimizer))
 
-  mesh = sharding.make_mesh(config.mesh)
   state_sharding = sharding.state_shardings(state, mesh, config.param_sharding)
   state = jax.device_put(state, state_sharding)
   train_step = make_train_step(graphdef, config, state_sharding, sharding.batch_sharding(mesh))
 
-  data_iterator = iter(input_pipeline.create_train_dataset(config, teacher))
+  data_iterator = iter(input_pipeline.create_train_dataset(config, teacher, indices=indices))
   manager = checkpointing.make_manager(workdir, save_interval_steps=config.checkpoint_every_steps,
                                        max_to_keep=config.keep_checkpoints)
   state, start_step = _restore_if_any(config, workdir, manager, state, data_iterator)
+  if jax.process_index() == 0:
+    workdir_lib.record_start(config, workdir, start_step, config_changes)
+    if indices is not None:
+      _record_skipped_teacher(config, workdir, teacher)
 
-  writer = metric_writers.MetricWriter(workdir, enabled=jax.process_index() == 0)
+  writer = metric_writers.MetricWriter(workdir, enabled=jax.process_index() == 0, resume_step=start_step)
   rng = jax.random.key(config.seed)
   preemption = _Preemption()
-  metrics = {}
   try:
-    metrics = _train_loop(config, train_step, state, data_iterator, manager, writer, schedule, rng,
-                          start_step, total_steps, preemption, mesh)
-    state = metrics.pop("_state")
+    state, metrics, stopped_at = _train_loop(config, train_step, state, data_iterator, manager, writer,
+                                             schedule, rng, start_step, total_steps, preemption, mesh)
   finally:
     preemption.restore()
     manager.wait_until_finished()
     writer.close()
   if preemption.requested:
-    return metrics
+    raise Preempted(workdir, stopped_at)
 
   model, _ = nnx.merge(graphdef, state)
   export_dir = checkpointing.export_encoder(workdir, model.encoder, config.model)
@@ -250,12 +311,21 @@ def train_and_evaluate(config, workdir) -> dict:
   return metrics
 
 
+def _record_skipped_teacher(config, workdir, teacher):
+  ids = records.split_ids(config.data.records_dir, config.data.train_split)
+  missing = [i for i in ids if i not in teacher.index]
+  logging.warning("Training without %d examples that have no teacher embedding (listed in %s)",
+                  len(missing), workdir / "skipped_missing_teacher.json")
+  records.write_json_atomic(workdir / "skipped_missing_teacher.json",
+                            {"count": len(missing), "of": len(ids), "ids": missing})
+
+
 def _train_loop(config, train_step, state, data_iterator, manager, writer, schedule, rng, start_step,
-                total_steps, preemption, mesh) -> dict:
-  """Runs steps [start_step, total_steps); returns the last logged metrics (and the state)."""
+                total_steps, preemption, mesh) -> tuple:
+  """Runs steps [start_step, total_steps); returns (state, the last logged metrics, the last step)."""
   pending = None  # the previous step's metrics: fetched one step late so the host never stalls the device
   window_start, window_examples = time.perf_counter(), 0
-  logged = {}
+  logged, done = {}, start_step
   progress = tqdm(range(start_step, total_steps), initial=start_step, total=total_steps,
                   desc="train", unit="step", disable=jax.process_index() != 0)
   for step in progress:
@@ -280,5 +350,4 @@ def _train_loop(config, train_step, state, data_iterator, manager, writer, sched
       checkpointing.save(manager, done, state, data_iterator, force=stop)
     if stop:
       break
-  logged["_state"] = state
-  return logged
+  return state, logged, done

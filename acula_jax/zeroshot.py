@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from acula_jax import errors
 from acula_jax import probe
 from acula_jax.models import heads as heads_lib
 
@@ -297,4 +298,4 @@ if __name__ == "__main__":
   from absl import app as _app  # pylint: disable=g-import-not-at-top
   from acula_jax import evaluate as _evaluate  # pylint: disable=g-import-not-at-top
   _evaluate._define_flags()  # pylint: disable=protected-access  (same flags as evaluate)
-  _app.run(_main)
+  _app.run(errors.one_line_errors(_main))

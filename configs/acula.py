@@ -65,6 +65,9 @@ def get_config(arg=None):
   config.data.train_split = "train"   # alignment only ever sees this split
   config.data.clip_frames = 256       # 256 frames = 8.16 s at hop 512: OPERA-GT's input
   config.data.num_workers = 0         # grain worker processes (0 = in-process)
+  # Training examples without a teacher embedding: an error before step 0 (False), or left out and
+  # listed in the workdir's skipped_missing_teacher.json (True).
+  config.data.skip_missing_teacher = False
 
   config.audio = ml_collections.ConfigDict(dict(
       sample_rate=16000, n_fft=1024, hop=512, n_mels=64, fmin=50.0, fmax=8000.0, top_db=80.0))

@@ -92,7 +92,8 @@ def test_interrupted_run_resumes_bit_identically(corpus, tmp_path, monkeypatch):
     return step
 
   monkeypatch.setattr(train, "make_train_step", make_preempted)
-  train.train_and_evaluate(config, tmp_path / "resumed")
+  with pytest.raises(train.Preempted, match="interrupted by SIGTERM at step 3"):
+    train.train_and_evaluate(config, tmp_path / "resumed")
   assert max(int(s) for s in os.listdir(tmp_path / "resumed" / "checkpoints")) == 3
   assert not (tmp_path / "resumed" / "export").exists()
   monkeypatch.setattr(train, "make_train_step", real_make)
@@ -113,18 +114,23 @@ def test_non_finite_loss_stops_with_a_clear_message(corpus, tmp_path, monkeypatc
     return out
 
   monkeypatch.setattr(input_pipeline._CropAndJoin, "random_map", poisoned)
-  with pytest.raises(FloatingPointError, match="non-finite loss at step"):
+  with pytest.raises(FloatingPointError, match="non-finite values at step"):
     train.train_and_evaluate(tiny_config(corpus, "tiny"), tmp_path)
 
 
-def test_missing_teacher_embedding_names_the_id(corpus, tmp_path):
+def test_missing_teacher_embeddings_are_found_before_step_0(corpus, tmp_path):
   ids, embeddings, _ = records.load_teacher_embeddings(corpus / "teacher")
-  rows = [(i, e, "r") for i, e in zip(ids[1:], embeddings[1:])]
+  rows = [(i, e, "r") for i, e in zip(ids[2:], embeddings[2:])]
   records.write_teacher_shards(tmp_path / "teacher", rows, num_shards=1)
   config = tiny_config(corpus, "tiny")
   config.data.teacher_dir = str(tmp_path / "teacher")
-  with pytest.raises(errors.MissingTeacherError, match=ids[0]):
+  with pytest.raises(errors.DataError, match=rf"2 of {len(ids)} training examples.*{ids[0]}.*{ids[1]}"):
     train.train_and_evaluate(config, tmp_path / "work")
+  assert not (tmp_path / "work" / "checkpoints").exists()  # refused before any step or checkpoint
+  config.data.skip_missing_teacher = True
+  train.train_and_evaluate(config, tmp_path / "skip")
+  skipped = json.loads((tmp_path / "skip" / "skipped_missing_teacher.json").read_text())
+  assert skipped["count"] == 2 and skipped["ids"] == ids[:2]
 
 
 def test_config_naming_missing_files_fails_clearly(corpus, tmp_path):
@@ -166,7 +172,8 @@ def test_resume_from_another_run_continues_it(corpus, tmp_path, monkeypatch):
       return step_fn(*a)
     return step
   monkeypatch.setattr(train, "make_train_step", stop_after_three)
-  train.train_and_evaluate(config, tmp_path / "first")
+  with pytest.raises(train.Preempted):
+    train.train_and_evaluate(config, tmp_path / "first")
   monkeypatch.setattr(train, "make_train_step", real_make)
 
   config.resume = str(tmp_path / "first")
