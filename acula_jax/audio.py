@@ -29,6 +29,7 @@ family's settings and `window_samples(frames, config)` is the waveform length
 that gives exactly `frames` frames.
 """
 
+import dataclasses
 import functools
 import os
 
@@ -51,8 +52,54 @@ _AMIN = 1e-10  # librosa.power_to_db's floor on power.
 # ----------------------------------------------------------------------------
 
 
+@dataclasses.dataclass
+class FileNotes:
+  """What decoding a file noticed without failing: a data chunk shorter than its header says, and
+  the peak magnitude before resampling (float files may exceed 1.0)."""
+  peak: float = 0.0
+  truncated: tuple | None = None     # (seconds the header declares, seconds present)
+
+
 def load_audio(path, sample_rate=SAMPLE_RATE, *, downmix=False):
-  """Reads a recording as mono float32 at `sample_rate`.
+  """Reads a recording as mono float32 at `sample_rate` (see `decode_audio`)."""
+  return decode_audio(path, sample_rate, downmix=downmix)[0]
+
+
+def wav_truncation(path):
+  """(declared seconds, present seconds) when a RIFF/WAVE file's data chunk is cut short, else None.
+
+  libsndfile decodes such a file's intact prefix without a word; its header still says how long the
+  recording was meant to be.
+  """
+  try:
+    with open(path, "rb") as f:
+      header = f.read(12)
+      if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+        return None
+      block_align = byte_rate = None
+      while True:
+        chunk = f.read(8)
+        if len(chunk) < 8:
+          return None
+        chunk_id, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+        if chunk_id == b"fmt ":
+          fmt = f.read(size)
+          byte_rate, block_align = int.from_bytes(fmt[8:12], "little"), int.from_bytes(fmt[12:14], "little")
+          f.seek(size % 2, 1)
+        elif chunk_id == b"data":
+          present = os.fstat(f.fileno()).st_size - f.tell()
+          if present >= size or not byte_rate or not block_align:
+            return None
+          usable = present // block_align * block_align
+          return size / byte_rate, usable / byte_rate
+        else:
+          f.seek(size + size % 2, 1)
+  except OSError:
+    return None
+
+
+def decode_audio(path, sample_rate=SAMPLE_RATE, *, downmix=False):
+  """Reads a recording as mono float32 at `sample_rate`; returns (waveform, FileNotes).
 
   Decoding uses soundfile (libsndfile); formats it cannot open are retried with
   audioread. Resampling uses librosa's soxr_hq, so for a mono file the result
@@ -69,7 +116,7 @@ def load_audio(path, sample_rate=SAMPLE_RATE, *, downmix=False):
     downmix: average the channels of a multi-channel file instead of failing.
 
   Returns:
-    float32 array of shape (num_samples,).
+    float32 array of shape (num_samples,), and the FileNotes of the file.
 
   Raises:
     BadAudioError: the file is missing, unreadable, empty, non-finite, silent,
@@ -86,15 +133,17 @@ def load_audio(path, sample_rate=SAMPLE_RATE, *, downmix=False):
   if channels > 1:
     if not downmix:
       raise BadAudioError(
-          path, f"{channels} channels; expected mono (pass downmix=True to average them)")
+          path, f"{channels} channels; expected mono (acula_jax.prepare --option=downmix=true, or "
+          "audio.load_audio(..., downmix=True), averages them)")
     data = data.mean(axis=1, dtype=np.float32)
   else:
     data = data[:, 0]
   # Check before resampling: a NaN would smear over its neighbours.
   wave = check_waveform(data, path)
+  notes = FileNotes(peak=float(np.max(np.abs(wave))), truncated=wav_truncation(path))
   if file_rate != sample_rate:
     wave = _resample(wave, file_rate, sample_rate, path)
-  return wave
+  return wave, notes
 
 
 def _decode(path):

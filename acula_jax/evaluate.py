@@ -720,12 +720,10 @@ def _define_flags():
 
 
 def _cli_setup(cfg) -> Setup:
-  from configs import acula as acula_config  # pylint: disable=g-import-not-at-top
-  defaults = acula_config.get_config()
   workdir = pathlib.Path(cfg.workdir)
   saved = json.loads((workdir / "config.json").read_text()) if (workdir / "config.json").is_file() else {}
-  audio_config = saved.get("audio") or defaults.audio.to_dict()
-  probe_config, _ = _base_probe_config(defaults.eval.probe)
+  audio_config = saved.get("audio") or dict(audio.OPERA_LOG_MEL)
+  probe_config, _ = _base_probe_config(probe.OPERA_PROTOCOL)
   probe_config["epochs"] = cfg.epochs
   pairs = parse_encoders(cfg.encoder, cfg.checkpoint) if cfg.encoder else workdir_encoders(workdir)
   encoders = [from_export(name, path) for name, path in pairs]

@@ -32,8 +32,7 @@ def _audio_config(workdir) -> dict:
     saved = json.loads(path.read_text())
     if saved.get("audio"):
       return saved["audio"]
-  from configs import acula as acula_config  # pylint: disable=g-import-not-at-top
-  return acula_config.get_config().audio.to_dict()
+  return dict(audio.OPERA_LOG_MEL)
 
 
 def _waves(paths, good: list, bad: list):

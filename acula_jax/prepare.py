@@ -42,6 +42,10 @@ from acula_jax.datasets import common
 from acula_jax.errors import DataError
 
 POOLS = ("process", "thread")
+# Options every dataset takes (--option=KEY=true), read by the decoder rather than the adapter:
+# downmix averages the channels of multi-channel files (else they are skipped); reject_out_of_range
+# skips float files whose samples leave [-1, 1] (else they are kept and listed in `warnings`).
+DECODE_OPTIONS = ("downmix", "reject_out_of_range")
 # Futures in flight per worker: enough to keep workers busy, few enough that decoded audio waiting
 # for the (sequential) writer cannot pile up in memory.
 _WINDOW_PER_WORKER = 4
@@ -132,22 +136,26 @@ class _Task:
   specs: list               # common.ExampleSpec, all with the same path
   file: str                 # absolute path of the audio file
   chunk_seconds: float
+  downmix: bool = False
+  reject_out_of_range: bool = False
 
 
 @dataclasses.dataclass
 class _Result:
   examples: list            # audio-record dicts
   skipped: list             # {"id", "path", "reason"} dicts
+  warnings: list = dataclasses.field(default_factory=list)  # {"kind", "path", "detail"} dicts
 
 
-def make_tasks(specs, data_dir, chunk_seconds=0.0) -> list[_Task]:
+def make_tasks(specs, data_dir, chunk_seconds=0.0, **decode_options) -> list[_Task]:
   """Groups runs of consecutive specs that share a file, keeping the adapter's order."""
   tasks = []
   for spec in specs:
     if tasks and tasks[-1].specs[0].path == spec.path:
       tasks[-1].specs.append(spec)
     else:
-      tasks.append(_Task([spec], os.path.join(os.fspath(data_dir), spec.path), float(chunk_seconds)))
+      tasks.append(_Task([spec], os.path.join(os.fspath(data_dir), spec.path), float(chunk_seconds),
+                         **decode_options))
   return tasks
 
 
@@ -190,11 +198,22 @@ def _chunks(wave, chunk_seconds: float):
 def load_task(task: _Task) -> _Result:
   """Decodes a task's file once and cuts its examples; bad audio becomes skipped entries."""
   result = _Result([], [])
+  path = task.specs[0].path
   try:
-    wave = audio.load_audio(task.file, audio.SAMPLE_RATE)
+    wave, notes = audio.decode_audio(task.file, audio.SAMPLE_RATE, downmix=task.downmix)
+    if notes.peak > 1.0 and task.reject_out_of_range:
+      raise DataError(task.file, f"samples outside [-1, 1] (peak {notes.peak:.3g}); "
+                                 "without --option=reject_out_of_range=true it is kept and counted")
   except DataError as e:
     result.skipped += [{"id": spec.id, "path": spec.path, "reason": e.reason} for spec in task.specs]
     return result
+  if notes.truncated:
+    declared, present = notes.truncated
+    result.warnings.append({"kind": "truncated", "path": path,
+                            "detail": f"header says {declared:.2f} s, {present:.2f} s present; kept"})
+  if notes.peak > 1.0:
+    result.warnings.append({"kind": "out_of_range", "path": path,
+                            "detail": f"peak {notes.peak:.3g} outside [-1, 1]; kept as is"})
   rate = _original_rate(task.file)
   for spec in task.specs:
     try:
@@ -292,10 +311,12 @@ def skipped_entry(item) -> dict:
 
 
 def write_examples(specs, output, *, dataset: str, data_dir, skipped=(), num_shards=4,
-                   chunk_seconds=0.0, workers=1, pool="thread", progress=True) -> dict:
+                   chunk_seconds=0.0, workers=1, pool="thread", progress=True, downmix=False,
+                   reject_out_of_range=False) -> dict:
   """Decodes `specs` and writes them as audio records in `output`; returns the manifest.
 
-  `skipped` holds the adapter's own skipped rows; decoding failures are added to them.
+  `skipped` holds the adapter's own skipped rows; decoding failures are added to them. Files kept
+  with a warning (a truncated WAV, samples outside [-1, 1]) are listed in the manifest's `warnings`.
   """
   # Imported here, not at the top: spawned decoding workers import this module, and the record stack
   # (grain, array_record) would add seconds to each worker's start.
@@ -303,7 +324,9 @@ def write_examples(specs, output, *, dataset: str, data_dir, skipped=(), num_sha
   check_unique_ids(specs, dataset)
   data_dir = os.fspath(data_dir)
   skipped = [skipped_entry(s) for s in skipped]
-  tasks = make_tasks(specs, data_dir, chunk_seconds)
+  tasks = make_tasks(specs, data_dir, chunk_seconds, downmix=downmix,
+                     reject_out_of_range=reject_out_of_range)
+  warnings = []
   bar = None
   if progress:
     import tqdm  # pylint: disable=g-import-not-at-top
@@ -312,6 +335,7 @@ def write_examples(specs, output, *, dataset: str, data_dir, skipped=(), num_sha
   def examples():
     for task, result in zip(tasks, ordered_map(load_task, tasks, workers=workers, pool=pool)):
       skipped.extend(result.skipped)  # Read by write_audio_records after the last example.
+      warnings.extend(result.warnings)
       if bar is not None:
         bar.update(len(task.specs))
       for ex in result.examples:
@@ -319,7 +343,7 @@ def write_examples(specs, output, *, dataset: str, data_dir, skipped=(), num_sha
 
   try:
     return records.write_audio_records(output, examples(), dataset=dataset, num_shards=num_shards,
-                                       skipped=skipped)
+                                       skipped=skipped, warnings=warnings)
   finally:
     if bar is not None:
       bar.close()
@@ -332,13 +356,15 @@ def prepare(dataset: str, data_dir, output, *, options=None, num_shards=4, seed=
   if not os.path.isdir(data_dir):
     raise DataError(data_dir, "data directory does not exist")
   adapter = datasets.get_adapter(dataset)
-  specs, skipped = call_adapter(adapter, data_dir, dict(options or {}), seed)
+  options = dict(options or {})
+  decode_options = {key: coerce_option(options.pop(key), False) for key in DECODE_OPTIONS if key in options}
+  specs, skipped = call_adapter(adapter, data_dir, options, seed)
   if not specs:
     raise DataError(data_dir, f"the {dataset} adapter found no usable recordings "
                               f"({len(skipped)} skipped: {summarize_skipped(skipped)})")
   return write_examples(specs, output, dataset=dataset, data_dir=data_dir, skipped=skipped,
                         num_shards=num_shards, chunk_seconds=chunk_seconds, workers=workers, pool=pool,
-                        progress=progress)
+                        progress=progress, **decode_options)
 
 
 def _reason_kind(reason: str) -> str:
@@ -355,8 +381,17 @@ def summarize_skipped(skipped) -> str:
 def summary(manifest: dict, output) -> str:
   splits = ", ".join(f"{name} {n}" for name, n in manifest["counts"].items())
   skipped = manifest["skipped"]
-  return (f"wrote {manifest['num_examples']} ({splits}) to {output}, skipped {len(skipped)}"
-          + (f" (reasons: {summarize_skipped(skipped)})" if skipped else ""))
+  lines = [f"wrote {manifest['num_examples']} ({splits}) to {output}, skipped {len(skipped)}"
+           + (f" (reasons: {summarize_skipped(skipped)})" if skipped else "")]
+  for kind, text in (("truncated", "truncated file(s) kept (data shorter than the header says)"),
+                     ("out_of_range", "file(s) with samples outside [-1, 1] kept (reject them with "
+                                      "--option=reject_out_of_range=true)")):
+    listed = [w for w in manifest.get("warnings", []) if w["kind"] == kind]
+    if listed:
+      lines.append(f"warning: {len(listed)} {text}: " + "; ".join(
+          f"{w['path']} ({w['detail']})" for w in listed[:3]) + (" ..." if len(listed) > 3 else "")
+          + f" (all in {os.path.join(os.fspath(output), 'manifest.json')})")
+  return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -22,6 +22,9 @@ import optax
 from scipy import stats
 
 INIT_STD = 0.01  # OPERA's weights_init: N(0, 0.01) weights, zero biases
+# OPERA's linear-probe protocol: Adam, learning rate decayed x0.97 per epoch, L2 on the weights,
+# 64 epochs, batches of 64, averaged over 5 seeds. configs/acula.py's config.eval.probe starts here.
+OPERA_PROTOCOL = dict(learning_rate=1e-4, decay=0.97, l2=1e-5, epochs=64, batch_size=64, seeds=5)
 # The heads are small programs compiled once per task, feature width and fold shape. Without LLVM's
 # optimisations and XLA's fusion emitters they compile about 6x faster on a 2-core CPU (5.3 s -> 0.8 s
 # for 2000 x 384 features, 64 epochs, 5 seeds) and run about 3x slower (1.4 s -> 4.2 s): a net win

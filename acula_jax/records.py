@@ -454,7 +454,7 @@ def _remove_stale_partials(out_dir: str, keep: str) -> None:
 
 
 def write_audio_records(out_dir, examples: Iterable[dict], *, dataset: str, num_shards: int = 1,
-                        skipped: Sequence = ()) -> dict:
+                        skipped: Sequence = (), warnings: Sequence = ()) -> dict:
   """Writes examples into `out_dir/{split}-{i:05d}-of-{n:05d}.array_record` + manifest.json.
 
   Examples may come from a generator of unknown length; each is validated (DataError naming its id).
@@ -464,8 +464,8 @@ def write_audio_records(out_dir, examples: Iterable[dict], *, dataset: str, num_
   interruption) leaves an older dataset in `out_dir` as it was and removes its temporary files.
   Every record carries the sha256 of its decoded audio: the same audio in two splits is a DataError
   naming both ids; repeats within a split are listed in the manifest (`duplicates_within_split`).
-  `skipped` is read after `examples` is exhausted, so a list that the example generator appends to
-  works.
+  `skipped` and `warnings` (files kept with a note) are read after `examples` is exhausted, so lists
+  that the example generator appends to work.
 
   Returns the manifest dict.
   """
@@ -522,6 +522,7 @@ def write_audio_records(out_dir, examples: Iterable[dict], *, dataset: str, num_
         "label_keys": sorted(label_keys),
         "num_examples": len(seen),
         "skipped": skipped,
+        "warnings": [dict(w) for w in warnings],
         "duplicates_within_split": duplicates_within_split,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -52,8 +52,18 @@ _EXTRA_SOUNDS = {
     "ejection click": ("an ejection click", "a systolic ejection click"),
     "opening snap": ("an opening snap", "an early-diastolic opening snap"),
 }
+# What "normal" / "healthy" says, by the recording's modality (see `modality_of`).
+_NORMAL = {"heart": "normal heart sounds", "lung": "normal lung sounds", "breath": "normal breath sounds",
+           "cough": "no abnormality in the cough", None: "no abnormal findings"}
+# Field values that name a modality: sound_type / modality / body_site columns, or a site name.
+_MODALITY_WORDS = {
+    "heart": "heart", "cardiac": "heart", "pcg": "heart", "heart_sound": "heart",
+    "lung": "lung", "chest": "lung", "respiratory": "lung", "lung_sound": "lung",
+    "breath": "breath", "breathing": "breath", "breathing_deep": "breath", "breathing_shallow": "breath",
+    "exhalation": "breath", "deep_breath": "breath",
+    "cough": "cough", "cough_heavy": "cough", "cough_shallow": "cough", "three_cough": "cough"}
+_MODALITY_FIELDS = ("modality", "sound_type", "body_site", "site", "sound", "recording_type")
 _DIAGNOSES = {
-    "normal": "normal heart sounds", "healthy": "normal lung sounds",
     "aortic_stenosis": "aortic stenosis", "mitral_regurgitation": "mitral regurgitation",
     "aortic_regurgitation": "aortic regurgitation", "mitral_stenosis": "mitral stenosis",
     "heart_failure": "heart failure", "pulmonary_fibrosis": "pulmonary fibrosis",
@@ -348,14 +358,30 @@ def _lung_findings(f, pick):
   return " ".join(s for s in out if s) or None
 
 
-def _impression(f, pick):
+def modality_of(metadata: dict, labels: dict) -> str | None:
+  """heart, lung, breath or cough, from a field that names it (or a heart-valve / chest site); None."""
+  fields = {_norm_key(k): v for source in (labels or {}, metadata or {}) for k, v in source.items()
+            if not _missing(v)}
+  for key in _MODALITY_FIELDS:
+    if key in fields and _norm_key(fields[key]) in _MODALITY_WORDS:
+      return _MODALITY_WORDS[_norm_key(fields[key])]
+  for key in ("location", "recording_location", "auscultation_location"):
+    if key in fields and str(fields[key]).strip().lower() in _HEART_SITES:
+      return "heart"
+  if "chest_location" in fields:
+    return "lung"
+  return None
+
+
+def _impression(f, pick, modality):
   out = []
-  for key in ("heart_diagnosis", "lung_diagnosis", "diagnosis"):
+  for key, own_modality in (("heart_diagnosis", "heart"), ("lung_diagnosis", "lung"), ("diagnosis", modality)):
     dx = f.take(key)
     if dx is None:
       continue
-    name = _DIAGNOSES.get(_norm_key(dx), _fmt(dx))
-    if _norm_key(dx) in ("normal", "healthy"):
+    is_normal = _norm_key(dx) in ("normal", "healthy")
+    name = _NORMAL[own_modality] if is_normal else _DIAGNOSES.get(_norm_key(dx), _fmt(dx))
+    if is_normal:
       out.append(pick([f"Impression: {name}.", f"Findings within normal limits ({name}).", f"{_cap(name)}."]))
     else:
       out.append(pick([f"Impression: {name}.", f"Findings consistent with {name}.", f"Suggestive of {name}."]))
@@ -374,6 +400,7 @@ def report_for(metadata: dict, labels: dict, *, seed: int = 0) -> str:
     The report text; never mentions the split, ids or other bookkeeping fields.
   """
   facts = _Facts(metadata, labels)
+  modality = modality_of(metadata, labels)
   content = json.dumps({"m": metadata, "l": labels}, sort_keys=True, default=str).encode()
   rng = np.random.default_rng((int(seed) % 2**32, zlib.crc32(content)))
 
@@ -386,7 +413,7 @@ def report_for(metadata: dict, labels: dict, *, seed: int = 0) -> str:
   sentences = [_demographics(facts, pick), _recording(facts, pick), _rates(facts, pick),
                _extra_sounds(facts, pick), _murmur(facts, pick), _lung_findings(facts, pick)]
   # Diagnoses go last as the impression; whatever is left is stated plainly before it.
-  impression = _impression(facts, pick)
+  impression = _impression(facts, pick, modality)
   for key, value in facts.rest():
     text = _fmt(value)
     if text:

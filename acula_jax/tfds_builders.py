@@ -395,7 +395,7 @@ def to_record(example: dict) -> dict:
   return {
       "id": _text(example["id"]), "dataset": _text(example["dataset"]),
       "subject_id": _text(example["subject_id"]), "split": _text(example["split"]),
-      "audio": wave, "num_samples": int(example["num_samples"]),
+      "audio": wave, "audio_sha256": records.audio_sha256(wave), "num_samples": int(example["num_samples"]),
       "sample_rate": int(example["sample_rate"]),
       "labels": json.loads(_text(example["labels"])),
       "metadata": json.loads(_text(example["metadata"])),

@@ -27,6 +27,9 @@ import types
 
 import ml_collections
 
+from acula_jax import audio
+from acula_jax import probe
+
 ALIGNMENT_LOSSES = ("linear_cka", "contrastive", "reference_gram")
 ENCODERS = ("opera_gt", "opera_ce", "opera_ct", "audiomae")
 
@@ -69,8 +72,7 @@ def get_config(arg=None):
   # listed in the workdir's skipped_missing_teacher.json (True).
   config.data.skip_missing_teacher = False
 
-  config.audio = ml_collections.ConfigDict(dict(
-      sample_rate=16000, n_fft=1024, hop=512, n_mels=64, fmin=50.0, fmax=8000.0, top_db=80.0))
+  config.audio = ml_collections.ConfigDict(audio.OPERA_LOG_MEL)
 
   if args.encoder == "opera_gt":
     # pos_layout: OPERA's released positions. decoder="swin" (depth 16, 16 heads) keeps the
@@ -124,8 +126,7 @@ def get_config(arg=None):
 
   config.eval = ml_collections.ConfigDict()
   config.eval.tasks = ""              # "" = no probes after training; "demo" = synthetic tasks
-  config.eval.probe = ml_collections.ConfigDict(dict(
-      learning_rate=1e-4, decay=0.97, l2=1e-5, epochs=64, batch_size=64, seeds=5))
+  config.eval.probe = ml_collections.ConfigDict(probe.OPERA_PROTOCOL)
   config.eval.feature_batch_size = 32
   config.eval.baselines = ("logmel",)  # also "egemaps", "compare" (openSMILE functionals)
   config.eval.data_root = ""           # prepared records per task family; "" = data.records_dir
@@ -135,7 +136,6 @@ def get_config(arg=None):
 
 def set_audiomae_frontend(config):
   """AudioMAE's fbank front end sized to `config.model.spec_shape`, and crops that fill it exactly."""
-  from acula_jax import audio  # pylint: disable=g-import-not-at-top
   frames, bins = config.model.spec_shape
   config.audio = ml_collections.ConfigDict(audio.frontend_for("audiomae", spec_shape=(frames, bins)))
   config.data.clip_frames = int(frames)  # 1024 frames of 10 ms: 164,080 samples (10.255 s) at 16 kHz

@@ -367,7 +367,7 @@ def test_load_audio_stereo(tmp_path):
   path = tmp_path / "stereo.wav"
   left, right = _sine(440), _sine(660, amp=0.25)
   soundfile.write(path, np.stack([left, right], axis=1), 16000, subtype="FLOAT")
-  _assert_bad_audio(path, "2 channels; expected mono (pass downmix=True")
+  _assert_bad_audio(path, "2 channels; expected mono (acula_jax.prepare --option=downmix=true")
   mixed = audio.load_audio(path, downmix=True)
   np.testing.assert_allclose(mixed, (left + right) / 2, rtol=0, atol=1e-7)
 

@@ -170,9 +170,9 @@ def test_chunks_split_whole_recordings(user_dir, tmp_path):
 
 def test_segments_are_cut_and_bad_ones_skipped(user_dir, tmp_path, monkeypatch):
   calls = []
-  load_audio = prepare.audio.load_audio
-  monkeypatch.setattr(prepare.audio, "load_audio",
-                      lambda path, *a, **k: calls.append(path) or load_audio(path, *a, **k))
+  decode_audio = prepare.audio.decode_audio
+  monkeypatch.setattr(prepare.audio, "decode_audio",
+                      lambda path, *a, **k: calls.append(path) or decode_audio(path, *a, **k))
   _write_table(user_dir / "cycles.csv", ["path", "subject_id", "split", "start_s", "end_s", "site"],
                [["audio/long.wav", "s1", "train", 1.5, 4, "apex"],
                 ["audio/long.wav", "s1", "train", 14, "", ""],
