@@ -9,16 +9,19 @@ Layout of a workdir:
 import json
 import os
 import pathlib
+import shutil
 
 import grain
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
 from acula_jax import errors
 
 EXPORT_DIR = "export"
+EXPORT_FORMAT = "acula_jax.encoder/1"
 # What an export holds: parameters and BatchNorm running statistics (OPERA-CE/CT); the ViTs have
 # no BatchStats, so their exports are unchanged.
 EXPORT_VARIABLES = (nnx.Param, nnx.BatchStat)
@@ -51,19 +54,66 @@ def restore(manager, step: int, state: nnx.State, data_iterator) -> nnx.State:
   return state
 
 
-def export_encoder(workdir, encoder: nnx.Module, model_config) -> pathlib.Path:
-  """Writes the encoder alone (no optimizer, no heads) with the config needed to rebuild it."""
-  directory = pathlib.Path(workdir, EXPORT_DIR).absolute()
-  directory.mkdir(parents=True, exist_ok=True)
+def export_encoder(workdir, encoder: nnx.Module, model_config, *, write_more=None) -> pathlib.Path:
+  """Writes the encoder alone (no optimizer) to `workdir/export` (see `write_export`)."""
+  return write_export(pathlib.Path(workdir, EXPORT_DIR), encoder, model_config, write_more=write_more)
+
+
+def _config_dict(model_config) -> dict:
+  config = model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config)
+  return json.loads(json.dumps(config, default=list))
+
+
+def nonfinite_keys(tree) -> list[str]:
+  """'/'-joined paths of the leaves of a pure-dict tree that hold NaN or inf."""
+  return ["/".join(str(getattr(k, "key", k)) for k in path)
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+          if not np.isfinite(np.asarray(leaf)).all()]
+
+
+def write_export(directory, encoder: nnx.Module, model_config, *, source=None,
+                 write_more=None) -> pathlib.Path:
+  """The export: `directory/encoder` (Orbax: parameters and BatchNorm statistics), what `write_more`
+  adds (e.g. the projection heads) and `directory/manifest.json` (the model config to rebuild it).
+
+  Refuses weights with NaN or inf, naming them. Everything is written to a staging sibling and
+  swapped in by renames once complete, so a failed export leaves an earlier one intact.
+  """
+  directory = pathlib.Path(directory).absolute()
+  state = nnx.state(encoder, EXPORT_VARIABLES).to_pure_dict()
+  bad = nonfinite_keys(state)
+  if bad:
+    raise errors.DataError(directory, f"refusing to export non-finite weights: {', '.join(bad[:10])}"
+                                      + (f" and {len(bad) - 10} more" if len(bad) > 10 else ""))
+  staging = directory.with_name(f".{directory.name}.partial")
+  if jax.process_index() == 0 and staging.exists():
+    shutil.rmtree(staging)
+  _sync("export-staging-clean")
+  staging.mkdir(parents=True, exist_ok=True)
   with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(
-        directory / "encoder", nnx.state(encoder, EXPORT_VARIABLES).to_pure_dict(), force=True)
+    checkpointer.save(staging / "encoder", state, force=True)
+  if write_more is not None:
+    write_more(staging)
+  _sync("export-written")
   if jax.process_index() == 0:
-    manifest = {"model": model_config.to_dict(), "format": "acula_jax.encoder/1"}
-    tmp = directory / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, directory / "manifest.json")
+    manifest = {"model": _config_dict(model_config), "format": EXPORT_FORMAT}
+    if source:
+      manifest["source"] = source
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    previous = directory.with_name(f".{directory.name}.previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    if directory.exists():
+      os.replace(directory, previous)
+    os.replace(staging, directory)
+    shutil.rmtree(previous, ignore_errors=True)
+  _sync("export-swapped")
   return directory
+
+
+def _sync(name: str):
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
 
 
 def _export_dir(path) -> pathlib.Path:

@@ -54,6 +54,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from acula_jax import checkpointing
 from acula_jax import errors
 from acula_jax.models import audiomae
 from acula_jax.models import opera_ce
@@ -61,8 +62,7 @@ from acula_jax.models import opera_ct
 from acula_jax.models import opera_gt
 
 ENCODERS = ("opera_gt", "opera_ce", "opera_ct", "audiomae")
-FORMAT = "acula_jax.encoder/1"
-EXPORT_VARIABLES = (nnx.Param, nnx.BatchStat)
+EXPORT_VARIABLES = checkpointing.EXPORT_VARIABLES
 
 # Globals that only build plain containers or scalars; replaced by `_Inert`.
 _INERT_GLOBALS = (
@@ -651,27 +651,6 @@ def _sha256(path):
   return digest.hexdigest()
 
 
-def _json_config(config):
-  return json.loads(json.dumps(config, default=list))
-
-
-def write_export(directory, encoder, model_config, source=None):
-  """The export layout of `checkpointing.export_encoder`, BatchNorm statistics included."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  directory = pathlib.Path(directory).absolute()
-  directory.mkdir(parents=True, exist_ok=True)
-  with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(
-        directory / "encoder", nnx.state(encoder, EXPORT_VARIABLES).to_pure_dict(), force=True)
-  manifest = {"model": _json_config(model_config), "format": FORMAT}
-  if source:
-    manifest["source"] = source
-  tmp = directory / "manifest.json.tmp"
-  tmp.write_text(json.dumps(manifest, indent=2))
-  os.replace(tmp, directory / "manifest.json")
-  return directory
-
-
 def load_export(path, *, seed=0):
   """Rebuilds an exported encoder of any kind (parameters and BatchNorm statistics)."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
@@ -699,7 +678,7 @@ def convert(name, checkpoint, output, *, overrides=None, skip_decoder=False, str
       where=checkpoint)
   source = {"from": name, "checkpoint": os.path.abspath(checkpoint),
             "sha256": _sha256(checkpoint), "report": report.summary()}
-  write_export(output, encoder, config, source)
+  checkpointing.write_export(output, encoder, config, source=source)
   return report
 
 

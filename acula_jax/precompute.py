@@ -18,6 +18,7 @@ import inspect
 import json
 import os
 import re
+import shutil
 import time
 from collections.abc import Sequence
 
@@ -37,6 +38,7 @@ from acula_jax.errors import DataError
 POOLINGS = ("mean", "last_token", "cls")
 MODEL_CLASSES = ("auto", "causal_lm")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+STAGING = ".partial"  # where a job writes until it is complete
 PROGRESS = "progress.json"
 # Config fields that change the vectors: shards of an earlier run are reused only if all agree.
 JOB_FIELDS = ("model", "revision", "model_class", "layer", "pooling", "max_length", "dtype", "normalize",
@@ -154,6 +156,12 @@ class Teacher:
       vectors = torch.nn.functional.normalize(vectors, dim=-1)
     return vectors.cpu().numpy().astype(np.float32)
 
+  def count_truncated(self, texts: Sequence[str]) -> int:
+    """How many texts are longer than `config.max_length` tokens (the teacher sees only their start)."""
+    limit = self.config.max_length
+    ids = self.tokenizer(list(texts), truncation=True, max_length=limit + 1)["input_ids"]
+    return sum(len(x) > limit for x in ids)
+
   def _check_dim(self, dim: int):
     expected = self.config.get("expected_dim")
     if expected is not None and dim != expected:
@@ -247,6 +255,7 @@ def _shard_intact(output_dir: str, index: int, shard: dict, bounds) -> bool:
     a, b = bounds[index]
     path = os.path.join(output_dir, shard["file"])
     return (shard["file"] == records.teacher_shard_name(index, len(bounds)) and shard["count"] == b - a
+            and "truncated" in shard
             and os.path.exists(path) and records.sha256_file(path) == shard["sha256"])
   except (KeyError, TypeError, IndexError):
     return False
@@ -288,14 +297,25 @@ def run(config, reports_path, output_dir, *, progress: bool = True) -> dict:
   job = _job(config, reports_sha256, len(rows), len(bounds))
   os.makedirs(output_dir, exist_ok=True)
   done, model_info = _finished_shards(output_dir, job, bounds)
+  if len(done) == len(bounds):  # this very job is already in output_dir
+    staging = output_dir
+  else:
+    # New shards go to a staging folder; output_dir keeps the previous teacher set, valid and
+    # untouched, until the commit below. An interrupted run resumes from the staging folder.
+    staging = os.path.join(output_dir, STAGING)
+    os.makedirs(staging, exist_ok=True)
+    kept, kept_info = done, model_info
+    done, model_info = _finished_shards(staging, job, bounds)
+    for index, shard in kept.items():  # intact shards of this job in output_dir: linked, not recomputed
+      if index not in done:
+        target = os.path.join(staging, shard["file"])
+        if os.path.exists(target):
+          os.remove(target)
+        os.link(os.path.join(output_dir, shard["file"]), target)
+        done[index] = shard
+    model_info = model_info or kept_info
   todo = [i for i in range(len(bounds)) if i not in done]
   logging.info("%d reports, %d shards: %d to compute, %d reused", len(rows), len(bounds), len(todo), len(done))
-  if todo:
-    # Record the reused shards first, then drop the old manifest, which stops describing the files
-    # as soon as a shard is rewritten: an interruption from here on loses no finished shard.
-    _write_progress(output_dir, job, model_info, done)
-    if os.path.exists(os.path.join(output_dir, records.MANIFEST)):
-      os.remove(os.path.join(output_dir, records.MANIFEST))
   teacher = Teacher(config) if todo or not model_info else None
   started = time.perf_counter()
   num_todo = sum(bounds[i][1] - bounds[i][0] for i in todo)
@@ -304,9 +324,10 @@ def run(config, reports_path, output_dir, *, progress: bool = True) -> dict:
       a, b = bounds[i]
       vectors = teacher.embed([text for _, text in rows[a:b]], bar=bar)
       shard_rows = [(example_id, v, text) for (example_id, text), v in zip(rows[a:b], vectors)]
-      done[i] = records.write_teacher_shard(output_dir, shard_rows, i, len(bounds))
+      done[i] = records.write_teacher_shard(staging, shard_rows, i, len(bounds))
+      done[i]["truncated"] = teacher.count_truncated([text for _, text in rows[a:b]])
       model_info = teacher.info
-      _write_progress(output_dir, job, model_info, done)
+      _write_progress(staging, job, model_info, done)
   if num_todo:
     seconds = time.perf_counter() - started
     logging.info("embedded %d reports in %.1f s (%.1f reports/s)", num_todo, seconds, num_todo / seconds)
@@ -314,11 +335,28 @@ def run(config, reports_path, output_dir, *, progress: bool = True) -> dict:
     teacher.embed([rows[0][1]])  # Everything was reused but the record lacks the size: measure it.
     model_info = teacher.info
   manifest = _manifest(config, job, model_info, [done[i] for i in range(len(bounds))], reports_path)
-  _remove_stray_shards(output_dir, keep={s["file"] for s in manifest["shards"]})
-  records.write_json_atomic(os.path.join(output_dir, records.MANIFEST), manifest)
+  if staging != output_dir:
+    _commit(staging, output_dir, manifest)
+  else:
+    records.write_json_atomic(os.path.join(output_dir, records.MANIFEST), manifest)
+  return manifest
+
+
+def _commit(staging: str, output_dir: str, manifest: dict) -> None:
+  """Replaces output_dir's teacher set by the staged one: renames only (no space needed), the old
+  manifest first (the set stops being valid), the new one last."""
+  staged_manifest = os.path.join(staging, records.MANIFEST)
+  records.write_json_atomic(staged_manifest, manifest)
+  old_manifest = os.path.join(output_dir, records.MANIFEST)
+  if os.path.exists(old_manifest):
+    os.remove(old_manifest)
+  _remove_stray_shards(output_dir, keep=set())
+  for shard in manifest["shards"]:
+    os.replace(os.path.join(staging, shard["file"]), os.path.join(output_dir, shard["file"]))
+  os.replace(staged_manifest, old_manifest)
+  shutil.rmtree(staging, ignore_errors=True)
   if os.path.exists(os.path.join(output_dir, PROGRESS)):
     os.remove(os.path.join(output_dir, PROGRESS))
-  return manifest
 
 
 def _package_version(name: str):
@@ -344,6 +382,8 @@ def _manifest(config, job: dict, model_info: dict, shards: list[dict], reports_p
       "padding_side": config.padding_side,
       "dim": model_info.get("dim"),
       "count": sum(s["count"] for s in shards),
+      # Reports longer than max_length tokens: the teacher embedded only their first max_length.
+      "truncated_reports": sum(s.get("truncated", 0) for s in shards),
       "shards": shards,
       "reports_path": os.path.abspath(reports_path),
       "reports_sha256": job["reports_sha256"],
@@ -373,7 +413,11 @@ def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   manifest = run(flags.FLAGS.config, flags.FLAGS.reports, flags.FLAGS.output)
-  logging.info("wrote %d %d-d embeddings to %s", manifest["count"], manifest["dim"], flags.FLAGS.output)
+  print(f"wrote {manifest['count']} {manifest['dim']}-d embeddings to {flags.FLAGS.output}")
+  if manifest["truncated_reports"]:
+    print(f"warning: {manifest['truncated_reports']} of {manifest['count']} reports are longer than "
+          f"max_length={manifest['max_length']} tokens; the teacher embedded only their first "
+          f"{manifest['max_length']} (raise --config.max_length if the model allows)")
 
 
 if __name__ == "__main__":

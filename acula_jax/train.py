@@ -300,10 +300,11 @@ def train_and_evaluate(config, workdir) -> dict:
     raise Preempted(workdir, stopped_at)
 
   model, _ = nnx.merge(graphdef, state)
-  export_dir = checkpointing.export_encoder(workdir, model.encoder, config.model)
+  # The projection heads go into the same export, for zero-shot classification and retrieval.
+  write_heads = (None if teacher is None else
+                 lambda directory: zeroshot.export_heads(directory, model, config, teacher.manifest))
+  export_dir = checkpointing.export_encoder(workdir, model.encoder, config.model, write_more=write_heads)
   logging.info("Exported the encoder to %s", export_dir)
-  if teacher is not None:  # projection heads, for zero-shot classification and retrieval
-    zeroshot.export_heads(export_dir, model, config, teacher.manifest)
   if config.eval.tasks:
     before = f"init from {config.init_from}" if config.init_from else "random init"
     after = f"aligned ({config.loss.alignment})" if teacher else "MAE trained"

@@ -168,6 +168,9 @@ class _Counting:
         outer.texts += len(texts)
         return outer.teacher.embed(texts, bar=bar)
 
+      def count_truncated(self, texts):
+        return outer.teacher.count_truncated(texts)
+
     return Wrapped()
 
 
@@ -177,13 +180,15 @@ def test_resume_recomputes_only_missing_shards(tmp_path, monkeypatch, minilm_tea
   config = minilm.get_config()
   config.num_shards = 4
 
-  # 1. Interrupted during the third shard: two shards and progress.json, no manifest.
+  # 1. Interrupted during the third shard: two shards and progress.json in the staging folder, no
+  # manifest.
   counter = _Counting(minilm_teacher, fail_at=3)
   monkeypatch.setattr(precompute, "Teacher", counter)
   with pytest.raises(KeyboardInterrupt):
     precompute.run(config, reports, out, progress=False)
-  assert sorted(os.listdir(out)) == ["progress.json", "teacher-00000-of-00004.tfrecord",
-                                     "teacher-00001-of-00004.tfrecord"]
+  assert os.listdir(out) == [precompute.STAGING]
+  assert sorted(os.listdir(out / precompute.STAGING)) == [
+      "progress.json", "teacher-00000-of-00004.tfrecord", "teacher-00001-of-00004.tfrecord"]
   with pytest.raises(DataError, match="manifest.json: missing"):
     records.load_teacher_embeddings(out)
 
@@ -191,7 +196,8 @@ def test_resume_recomputes_only_missing_shards(tmp_path, monkeypatch, minilm_tea
   counter = _Counting(minilm_teacher)
   monkeypatch.setattr(precompute, "Teacher", counter)
   manifest = precompute.run(config, reports, out, progress=False)
-  assert counter.texts == 10 and manifest["count"] == 20 and "progress.json" not in os.listdir(out)
+  assert counter.texts == 10 and manifest["count"] == 20
+  assert "progress.json" not in os.listdir(out) and precompute.STAGING not in os.listdir(out)
 
   # 3. A deleted shard is recomputed, identically; the others are not touched.
   mtimes = {s["file"]: os.stat(out / s["file"]).st_mtime_ns for s in manifest["shards"]}
