@@ -578,7 +578,7 @@ def run(task_list: list, setup: Setup) -> dict:
       raise ValueError(f"task {task.name}: {reason}")
     usable.append(task)
   if not usable:
-    raise ValueError(f"no task has prepared records: {results['skipped_tasks']}")
+    raise errors.UsageError(f"no task has prepared records (check --data_root): {results['skipped_tasks']}")
   stores = {}
   for task in tqdm(usable, desc="tasks", unit="task"):
     directory = task_records_dir(task, setup)
