@@ -299,9 +299,15 @@ def _index_row(example: dict) -> dict:
 def _write_atomic(path: pathlib.Path, write):
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-  with open(tmp, "wb") as f:
-    write(f)
-  os.replace(tmp, path)
+  try:
+    with open(tmp, "wb") as f:
+      write(f)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  finally:
+    if tmp.exists():
+      tmp.unlink()
 
 
 def _extract_split(records_dir, split: str, featurizers: list, *, total: int, desc: str):
@@ -595,10 +601,10 @@ def run(task_list: list, setup: Setup) -> dict:
     maps += report_html.embedding_maps(task, index, {e.name: features[featurizers[e.name].key]
                                                      for e in setup.encoders},
                                        max_points=setup.tsne_points, cache=store)
-  (setup.out_dir / "results.json").write_text(json.dumps(results, indent=2, default=float))
+  records.write_text_atomic(setup.out_dir / "results.json", json.dumps(results, indent=2, default=float))
   table = results_table(results)
-  (setup.out_dir / "results.md").write_text(table)
-  (setup.out_dir / "report.html").write_text(report_html.render(results, details, maps))
+  records.write_text_atomic(setup.out_dir / "results.md", table)
+  records.write_text_atomic(setup.out_dir / "report.html", report_html.render(results, details, maps))
   print(table)
   return results
 

@@ -24,6 +24,7 @@ import numpy as np
 from acula_jax import audio
 from acula_jax import errors
 from acula_jax import evaluate
+from acula_jax import records
 
 
 def _audio_config(workdir) -> dict:
@@ -72,7 +73,7 @@ def _write(output, files, features, encoder, featurizer, bad) -> dict:
   output = pathlib.Path(output)
   output.mkdir(parents=True, exist_ok=True)
   np.save(output / "embeddings.npy", features.astype(np.float32))
-  (output / "files.txt").write_text("".join(f"{f}\n" for f in files))
+  records.write_text_atomic(output / "files.txt", "".join(f"{f}\n" for f in files))
   wrote = ["embeddings.npy", "files.txt"]
   try:
     import pyarrow as pa  # pylint: disable=g-import-not-at-top
@@ -86,7 +87,7 @@ def _write(output, files, features, encoder, featurizer, bad) -> dict:
               "window_samples": featurizer.window, "audio": featurizer.info.get("audio"),
               "count": len(files), "dim": int(features.shape[1]), "files": wrote,
               "skipped": [{"path": p, "reason": r} for p, r in bad]}
-  (output / "manifest.json").write_text(json.dumps(manifest, indent=2))
+  records.write_text_atomic(output / "manifest.json", json.dumps(manifest, indent=2))
   return manifest
 
 

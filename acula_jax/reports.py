@@ -443,16 +443,22 @@ def write_reports(records_dir, output, *, splits=("train",), seed=0, progress=Fa
   tmp = f"{output}.partial"
   count = 0
   seen = set()
-  with open(tmp, "w", encoding="utf-8") as out:
-    for ex in rows:
-      if ex["id"] in seen:  # the teacher join is by id: two folders must not share one
-        raise DataError(str(records_dir), f"example id {ex['id']!r} occurs twice (ids must be unique "
-                                          "across the records folders and splits)")
-      seen.add(ex["id"])
-      report = report_for(ex["metadata"], ex["labels"], seed=seed)
-      out.write(json.dumps({"id": ex["id"], "report": report}, ensure_ascii=False) + "\n")
-      count += 1
-  os.replace(tmp, output)
+  try:
+    with open(tmp, "w", encoding="utf-8") as out:
+      for ex in rows:
+        if ex["id"] in seen:  # the teacher join is by id: two folders must not share one
+          raise DataError(str(records_dir), f"example id {ex['id']!r} occurs twice (ids must be unique "
+                                            "across the records folders and splits)")
+        seen.add(ex["id"])
+        report = report_for(ex["metadata"], ex["labels"], seed=seed)
+        out.write(json.dumps({"id": ex["id"], "report": report}, ensure_ascii=False) + "\n")
+        count += 1
+      out.flush()
+      os.fsync(out.fileno())
+    os.replace(tmp, output)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
   return count
 
 

@@ -34,6 +34,7 @@ from flax import nnx
 
 from acula_jax import errors
 from acula_jax import probe
+from acula_jax import records
 from acula_jax.models import heads as heads_lib
 
 HEADS_DIR = "heads"
@@ -255,8 +256,8 @@ def run(task_list: list, setup, encoder, heads: Heads, embed_fn: Callable | None
     index, features = store.load([featurizer])
     results["tasks"][task.name] = evaluate_task(task, index, features[featurizer.key], heads, embed_fn)
   setup.out_dir.mkdir(parents=True, exist_ok=True)
-  (setup.out_dir / "zeroshot.json").write_text(json.dumps(results, indent=2))
-  (setup.out_dir / "zeroshot.md").write_text(results_table(results))
+  records.write_text_atomic(setup.out_dir / "zeroshot.json", json.dumps(results, indent=2))
+  records.write_text_atomic(setup.out_dir / "zeroshot.md", results_table(results))
   return results
 
 

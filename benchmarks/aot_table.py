@@ -61,8 +61,11 @@ def largest_fitting_batch(encoder, accelerator, first, out_dir) -> dict:
     batch, report = batch + devices, bigger
 
 
-def _gb(n):
-  return f"{n / 1e9:.2f}"
+def _bytes(n):
+  for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+    if n >= size:
+      return f"{n / size:.3g} {unit}"
+  return f"{n:.0f} B"
 
 
 def row(report, encoder) -> str:
@@ -72,7 +75,7 @@ def row(report, encoder) -> str:
     return (f"| {encoder} | {report['accelerator']} | {report['batch_size']} | {need} | no | – | – | – | "
             f"– | `python {cmd}` |")
   c = report["collectives"]
-  collectives = ", ".join(f"{k} {v['count']}x {_gb(v['bytes'])}" for k, v in c.items() if v["count"]) or "none"
+  collectives = ", ".join(f"{k} {v['count']}x, {_bytes(v['bytes'])}" for k, v in c.items() if v["count"]) or "none"
   r = report["roofline"]
   return (f"| {encoder} | {report['accelerator']} | {report['batch_size']} | {need} | "
           f"{'yes' if report['fits'] else 'no'} | {report['matmul_flops_per_example'] / 1e9:.0f} | {collectives} | "
@@ -90,7 +93,7 @@ def main():
   out_dir = REPO / args.out
   out_dir.mkdir(parents=True, exist_ok=True)
   print("| encoder | slice | global batch | GiB needed / HBM per device | fits | GFLOP / example | "
-        "collectives per step (count x GB, per device) | roofline bound per step | compile | command |")
+        "collectives per step and device (count, bytes) | roofline bound per step | compile | command |")
   print("|---|---|---|---|---|---|---|---|---|---|")
   for encoder in args.encoders.split(","):
     for accelerator in args.accelerators.split(","):

@@ -336,3 +336,27 @@ def test_needed_bytes_are_read_from_the_compile_error():
              "temporaries (32.51G) exceeds available HBM (15.75G).")
   assert aot.needed_bytes_from_error(message) == pytest.approx(32.51 * 2**30)
   assert aot.needed_bytes_from_error("RESOURCE_EXHAUSTED: no figure") is None
+
+
+def test_table_finds_the_largest_batch_that_fits(monkeypatch):
+  """benchmarks/aot_table.py: memory linear in the batch (here 1 GiB + 0.3 GiB per example per device
+  on 8 devices with 16 GiB) -> the largest multiple of 8 under 16 GiB, confirmed by compiling."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location("aot_table", REPO / "benchmarks" / "aot_table.py")
+  table = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(table)
+  compiled = []
+
+  def fake(encoder, accelerator, batch, out_dir):
+    del encoder, accelerator, out_dir
+    compiled.append(batch)
+    need = (1 + 0.3 * batch / 8 + (0.5 if batch == 400 else 0)) * 2**30  # a bump the line misses
+    return {"batch_size": batch, "needed_bytes_per_device": need, "hbm_bytes_per_device": 16 * 2**30,
+            "fits": need <= 16 * 2**30}
+
+  monkeypatch.setattr(table, "compile_once", fake)
+  best = table.largest_fitting_batch("opera_gt", "v5litepod-8", fake("", "", 48, ""), "unused")
+  # The line predicts 400 (1 + 0.3 b / 8 <= 16); 400 needs 16.5 GiB, so it steps down to 392,
+  # and 400 is the next multiple that does not fit.
+  assert best["batch_size"] == 392 and best["fits"]
+  assert compiled[2:] == [400, 392, 400]
