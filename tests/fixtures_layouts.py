@@ -17,13 +17,13 @@ import soundfile as sf
 
 
 def write_wav(path, *, seconds=0.05, sample_rate=4000, channels=1):
-  """A short sine wave at `path` (parents created), its pitch drawn from the file name: no two files
-  hold the same audio (prepare refuses one recording in two splits)."""
+  """A short sine wave plus faint noise seeded by the file's path: no two files hold the same audio
+  (prepare refuses one recording in two splits)."""
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   t = np.arange(int(seconds * sample_rate)) / sample_rate
-  pitch = 150 + zlib.crc32(str(path).encode()) % 1000 / 10
-  wave = 0.3 * np.sin(2 * np.pi * pitch * t).astype(np.float32)
+  noise = np.random.default_rng(zlib.crc32(str(path).encode())).standard_normal(t.size)
+  wave = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.01 * noise).astype(np.float32)
   sf.write(path, np.stack([wave] * channels, axis=1) if channels > 1 else wave, sample_rate)
   return path
 
