@@ -215,3 +215,13 @@ def test_registry_gives_each_adapter():
   for name in ("physionet2016", "yaseen2018", "hls_cmds", "table"):
     adapter = datasets.get_adapter(name)
     assert adapter.NAME == name and isinstance(adapter.LABEL_MAPS, dict) and adapter.__doc__
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_hls_cmds_identical_files_share_a_split(shared_data, seed):
+  """The release holds one mixture twice (M0111, M0126 byte-identical): never in two splits."""
+  root = shared_data / "hls_cmds"
+  assert (root / "Mix" / "M0111.wav").read_bytes() == (root / "Mix" / "M0126.wav").read_bytes()
+  specs, _ = hls_cmds.list_examples(root, part="Mix", seed=seed)
+  split = {s.id: s.split for s in specs}
+  assert split["Mix/M0111"] == split["Mix/M0126"]

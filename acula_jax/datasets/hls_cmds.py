@@ -24,11 +24,13 @@ LS.csv names the crackle recordings differently from the files: `C_` (fine crack
 file and a file without a CSV row are skipped and counted; an unknown sound type is skipped too.
 
 One manikin produced everything, so there are no subjects: subject_id = id. Split: seeded 70/15/15,
-stratified by part and sound type (heart type for mixtures). Caveat: mixtures are built from heart and
+stratified by part and sound type (heart type for mixtures), keyed by file content so that the release's
+byte-identical copies (Mix/M0111 = Mix/M0126) share a split. Caveat: mixtures are built from heart and
 lung recordings whose ids (H0001, L0001) are not the HS/LS file names, so a sound heard in a training
 mixture may recur in a test HS/LS recording when several parts are prepared together.
 """
 import csv
+import hashlib
 import os
 
 from acula_jax.datasets import common
@@ -85,12 +87,20 @@ def list_examples(data_dir, *, part="HS,LS,Mix", seed=0):
   for spec in specs:
     stratum = (spec.id.split("/")[0], next(iter(spec.labels.values())))
     groups.setdefault(stratum, []).append(spec)
+  # The release holds byte-identical files under two ids (Mix/M0111 = Mix/M0126): a file's content
+  # is its split key, so copies share a split instead of leaking across.
+  content = {spec.id: _file_digest(os.path.join(data_dir, spec.path)) for spec in specs}
   for group in groups.values():
-    assignment = common.subject_split([s.id for s in group], seed=int(seed), fractions=FRACTIONS)
+    assignment = common.subject_split([content[s.id] for s in group], seed=int(seed), fractions=FRACTIONS)
     for spec in group:
-      spec.split = assignment[spec.id]
+      spec.split = assignment[content[spec.id]]
   specs.sort(key=lambda s: s.id)
   return specs, skipped
+
+
+def _file_digest(path) -> str:
+  with open(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
 
 
 def _parts(part) -> list[str]:
