@@ -378,11 +378,52 @@ def summarize_skipped(skipped) -> str:
   return ", ".join(f"{n} x {kind}" for kind, n in counts.most_common()) or "none"
 
 
+MIN_SUBJECTS_PER_SPLIT = 10  # fewer makes a split's AUROC swing by more than the effects we measure
+
+
+def split_warnings(manifest: dict) -> list[str]:
+  """Splits that are empty, hold fewer than MIN_SUBJECTS_PER_SPLIT subjects, or lack a class."""
+  out = []
+  subjects = manifest.get("subject_counts", {})
+  for split in ("train", "valid", "test"):
+    if split not in manifest["counts"]:
+      out.append(f"split {split!r} is empty: evaluation needs train and test (give a split column, "
+                 "or more subjects)")
+  for split, n in subjects.items():
+    if n < MIN_SUBJECTS_PER_SPLIT:
+      out.append(f"split {split!r} has only {n} subject(s): its scores will be noisy")
+  counts = manifest.get("label_counts", {})
+  for key in manifest.get("label_keys", []):
+    classes = {v for split in counts.values() for v in split.get(key, {})}
+    if len(classes) > 20:  # a continuous label (regression): classes do not apply
+      continue
+    for split in counts:
+      missing = sorted(classes - set(counts[split].get(key, {})))
+      if missing:
+        out.append(f"split {split!r} has no example of {key}={', '.join(missing)}")
+  return out
+
+
 def summary(manifest: dict, output) -> str:
   splits = ", ".join(f"{name} {n}" for name, n in manifest["counts"].items())
+  subjects = ", ".join(f"{name} {n}" for name, n in manifest.get("subject_counts", {}).items())
   skipped = manifest["skipped"]
-  lines = [f"wrote {manifest['num_examples']} ({splits}) to {output}, skipped {len(skipped)}"
-           + (f" (reasons: {summarize_skipped(skipped)})" if skipped else "")]
+  manifest_path = os.path.join(os.fspath(output), "manifest.json")
+  lines = [f"wrote {manifest['num_examples']} recordings ({splits}; subjects: {subjects}) to {output}, "
+           f"skipped {len(skipped)}" + (f" (reasons: {summarize_skipped(skipped)})" if skipped else "")]
+  for entry in skipped[:5]:
+    entry = skipped_entry(entry)
+    lines.append(f"  skipped {entry.get('path') or entry.get('id')}: {entry['reason']}")
+  if len(skipped) > 5:
+    lines.append(f"  ... {len(skipped) - 5} more")
+  if skipped:
+    lines.append(f"  (every skipped file and its reason: 'skipped' in {manifest_path})")
+  label_keys = manifest.get("label_keys", [])
+  lines.append(f"labels: {', '.join(label_keys)}" if label_keys else
+               "labels: none (a table dataset takes its label columns from --option=label_columns=a,b; "
+               "every other column became metadata)")
+  lines.append(f"metadata: {', '.join(manifest.get('metadata_keys', [])) or 'none'}")
+  lines += [f"warning: {w}" for w in split_warnings(manifest)]
   for kind, text in (("truncated", "truncated file(s) kept (data shorter than the header says)"),
                      ("out_of_range", "file(s) with samples outside [-1, 1] kept (reject them with "
                                       "--option=reject_out_of_range=true)")):

@@ -478,6 +478,8 @@ def write_audio_records(out_dir, examples: Iterable[dict], *, dataset: str, num_
   try:
     seen, label_keys, sample_rate = set(), set(), None
     first_with_audio, duplicates_within_split = {}, []  # audio sha256 -> (id, split)
+    subjects, label_counts = {}, {}  # split -> subject ids; split -> label -> value -> count
+    metadata_keys = set()
     for ex in examples:
       ex = validate_audio_example({"dataset": dataset, **ex} if isinstance(ex, dict) else ex)
       if ex["dataset"] != dataset:
@@ -501,6 +503,11 @@ def write_audio_records(out_dir, examples: Iterable[dict], *, dataset: str, num_
         raise DataError(ex["id"], f"sample_rate {ex['sample_rate']} differs from {sample_rate} of "
                                   "earlier examples (resample at ingestion)")
       label_keys.update(ex["labels"])
+      metadata_keys.update(ex["metadata"])
+      subjects.setdefault(ex["split"], set()).add(ex["subject_id"] or ex["id"])
+      for key, value in ex["labels"].items():
+        counts = label_counts.setdefault(ex["split"], {}).setdefault(key, {})
+        counts[str(value)] = counts.get(str(value), 0) + 1
       if ex["split"] not in splits:
         splits[ex["split"]] = _SplitWriter(tmp_dir, ex["split"], num_shards)
       splits[ex["split"]].write(ex["id"], _encode_valid_audio_example(ex))
@@ -520,6 +527,10 @@ def write_audio_records(out_dir, examples: Iterable[dict], *, dataset: str, num_
         "files": {name: w.names() for name, w in sorted(splits.items())},
         "ids": {name: w.ids() for name, w in sorted(splits.items())},
         "label_keys": sorted(label_keys),
+        "metadata_keys": sorted(metadata_keys),
+        "subject_counts": {name: len(ids) for name, ids in sorted(subjects.items())},
+        "label_counts": {name: {k: dict(sorted(v.items())) for k, v in sorted(counts.items())}
+                         for name, counts in sorted(label_counts.items())},
         "num_examples": len(seen),
         "skipped": skipped,
         "warnings": [dict(w) for w in warnings],

@@ -37,6 +37,8 @@ import os
 import numpy as np
 
 from acula_jax import datasets
+from acula_jax import errors
+from acula_jax import records
 from acula_jax.datasets import common
 
 CLASSIFICATION = "classification"
@@ -315,6 +317,11 @@ def parse_spec(spec: str, *, cache_dir=None) -> Task:
   if len(pieces) < 2 or not pieces[-1] or not ":".join(pieces[:-1]):
     raise ValueError(f"task spec {spec!r}: expected table:DIR:LABEL_COLUMN[:classification|:regression]")
   records_dir, label = ":".join(pieces[:-1]), pieces[-1]
+  label_keys = records.read_manifest(records_dir).get("label_keys", [])
+  if label not in label_keys:
+    raise errors.UsageError(
+        f"{records_dir}: no label column {label!r}; its label columns are {label_keys or 'none'} "
+        "(acula_jax.prepare takes them from --option=label_columns=a,b)")
   values = _label_values(records_dir, label, cache_dir)
   kind = kind or infer_kind(values)
   name = f"table_{os.path.basename(os.path.normpath(records_dir))}_{label}"

@@ -8,6 +8,7 @@ import pytest
 
 import fixtures_layouts as fl
 from acula_jax import datasets
+from acula_jax import errors
 from acula_jax import tasks
 
 
@@ -369,7 +370,7 @@ def test_table_spec_infers_the_kind(table_records):
 def test_table_spec_errors(table_records):
   with pytest.raises(ValueError, match="expected table:DIR:LABEL_COLUMN"):
     tasks.parse_spec("table:onlyadir")
-  with pytest.raises(ValueError, match="no record has label 'nope'"):
+  with pytest.raises(errors.UsageError, match=r"no label column 'nope'; its label columns are \[.diagnosis., .fev1., .grade.\]"):
     tasks.parse_spec(f"table:{table_records}:nope")
   with pytest.raises(ValueError, match="non-numeric"):
     tasks.parse_spec(f"table:{table_records}:diagnosis:regression")

@@ -10,8 +10,8 @@ recording, with columns:
                  Splits keep each subject's recordings together.
   split          optional: train / valid / test (or any [A-Za-z0-9_]+ name) for every row; without
                  this column a seeded subject-wise 70/15/15 split is made (`common.subject_split`,
-                 option `seed`). A subject in two given splits is an error unless
-                 `allow_subject_overlap=true`.
+                 option `seed`), stratified by the first label column. A subject in two given
+                 splits is an error unless `allow_subject_overlap=true`.
   id             optional: the example id (unique); default the path without its extension, plus
                  "@start-end" when segments are given.
   start_s, end_s optional: a segment of the file, in seconds (per-cycle datasets).
@@ -65,11 +65,24 @@ def list_examples(data_dir, *, table="table.csv", label_columns="", seed=0, allo
     if not _truthy(allow_subject_overlap):
       _check_subjects(specs, path)
   else:
-    assignment = common.subject_split([s.subject_id or s.id for s in specs], seed=int(seed),
-                                      fractions=FRACTIONS)
-    for spec in specs:
-      spec.split = assignment[spec.subject_id or spec.id]
+    _stratified_subject_split(specs, labels[:1], int(seed))
   return specs, skipped
+
+
+def _stratified_subject_split(specs, stratify_by, seed):
+  """Seeded subject-wise 70/15/15 split, made separately within each value of the first label column
+  (a subject's first recording decides its stratum), so that every split sees every class."""
+  key = lambda spec: spec.subject_id or spec.id
+  strata = {}
+  for spec in specs:
+    stratum = str(spec.labels.get(stratify_by[0])) if stratify_by else ""
+    strata.setdefault(key(spec), stratum)
+  assignment = {}
+  for stratum in sorted(set(strata.values())):
+    members = [subject for subject, s in strata.items() if s == stratum]
+    assignment.update(common.subject_split(members, seed=seed, fractions=FRACTIONS))
+  for spec in specs:
+    spec.split = assignment[key(spec)]
 
 
 def _names(value) -> list[str]:
