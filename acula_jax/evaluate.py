@@ -17,7 +17,7 @@ What happens:
    averaged (OPERA's protocol for OPERA-GT; CNN/Swin encoders get the task's OPERA input seconds as the
    chunk length; AudioMAE its 1024 frames of 10 ms). Each encoder reads its family's front end
    (`audio.frontend_for`: OPERA's log-mel, AudioMAE's Kaldi fbank). Features are computed once and
-   cached under W/eval/features/, keyed by the records (their manifest's hash, so every task on the
+   cached under W/eval/features/, keyed by the records (the hash of their content, so every task on the
    same records shares them), the split, the encoder's
    parameter or checkpoint hash and the feature config (front end, window); a rerun reads them back.
 2. Heads. Classification: OPERA's linear probe (`acula_jax.probe`: Adam 1e-4 decayed x0.97 per
@@ -328,7 +328,11 @@ class RecordsStore:
   def __init__(self, records_dir, cache_dir=None):
     self.records_dir = os.fspath(records_dir)
     manifest = records.read_manifest(self.records_dir)
-    self.key = _sha(manifest)[:12]
+    if "records_sha256" not in manifest:
+      raise errors.DataError(self.records_dir, "manifest has no records_sha256 (written by an older "
+                                               "version): re-run acula_jax.prepare")
+    # Keyed on the records' content, not the manifest: an identical re-prepare keeps every feature.
+    self.key = _sha(manifest["records_sha256"])[:12]
     self.name = os.path.basename(os.path.normpath(self.records_dir)) or "records"
     self.counts = manifest.get("counts", {})
     self.splits = _ordered_splits(self.counts)

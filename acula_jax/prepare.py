@@ -27,7 +27,9 @@ Every example's metadata gains `source_path` (as the adapter gave it, usually re
 import collections
 import concurrent.futures
 import dataclasses
+import hashlib
 import inspect
+import json
 import multiprocessing
 import os
 import re
@@ -312,7 +314,7 @@ def skipped_entry(item) -> dict:
 
 def write_examples(specs, output, *, dataset: str, data_dir, skipped=(), num_shards=4,
                    chunk_seconds=0.0, workers=1, pool="thread", progress=True, downmix=False,
-                   reject_out_of_range=False) -> dict:
+                   reject_out_of_range=False, inputs=None) -> dict:
   """Decodes `specs` and writes them as audio records in `output`; returns the manifest.
 
   `skipped` holds the adapter's own skipped rows; decoding failures are added to them. Files kept
@@ -343,28 +345,67 @@ def write_examples(specs, output, *, dataset: str, data_dir, skipped=(), num_sha
 
   try:
     return records.write_audio_records(output, examples(), dataset=dataset, num_shards=num_shards,
-                                       skipped=skipped, warnings=warnings)
+                                       skipped=skipped, warnings=warnings, inputs=inputs)
   finally:
     if bar is not None:
       bar.close()
 
 
+def inputs_fingerprint(dataset, data_dir, specs, options, *, seed, num_shards, chunk_seconds) -> dict:
+  """What shaped a prepared dataset: the adapter's options and every source file's size and mtime."""
+  digest = hashlib.sha256()
+  for path in sorted({spec.path for spec in specs}):
+    info = os.stat(os.path.join(data_dir, path))
+    digest.update(f"{path}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+  return {"dataset": dataset, "data_dir": os.path.abspath(data_dir),
+          "options": {k: str(v) for k, v in sorted(options.items())}, "seed": int(seed),
+          "num_shards": int(num_shards), "chunk_seconds": float(chunk_seconds),
+          "files": len({spec.path for spec in specs}), "files_sha256": digest.hexdigest()}
+
+
 def prepare(dataset: str, data_dir, output, *, options=None, num_shards=4, seed=0, chunk_seconds=0.0,
-            workers=1, pool="thread", progress=True) -> dict:
-  """Lists `dataset` in `data_dir` with its adapter, decodes it and writes records to `output`."""
+            workers=1, pool="thread", progress=True, overwrite=False) -> dict:
+  """Lists `dataset` in `data_dir` with its adapter, decodes it and writes records to `output`.
+
+  A folder that already holds a dataset is left as it is when it was prepared from the same files with
+  the same options ("up to date"); a different one is replaced only with `overwrite` (else UsageError).
+  """
   data_dir = os.fspath(data_dir)
   if not os.path.isdir(data_dir):
     raise DataError(data_dir, "data directory does not exist")
   adapter = datasets.get_adapter(dataset)
-  options = dict(options or {})
+  all_options = dict(options or {})
+  options = dict(all_options)
   decode_options = {key: coerce_option(options.pop(key), False) for key in DECODE_OPTIONS if key in options}
   specs, skipped = call_adapter(adapter, data_dir, options, seed)
   if not specs:
     raise DataError(data_dir, f"the {dataset} adapter found no usable recordings "
                               f"({len(skipped)} skipped: {summarize_skipped(skipped)})")
+  inputs = inputs_fingerprint(dataset, data_dir, specs, all_options, seed=seed, num_shards=num_shards,
+                              chunk_seconds=chunk_seconds)
+  previous = _existing_manifest(output)
+  if previous is not None:
+    if previous.get("inputs") == inputs:
+      previous["up_to_date"] = True
+      return previous
+    if not overwrite:
+      raise errors.UsageError(
+          f"{output} already holds a {previous.get('dataset', '')} dataset prepared from other inputs or "
+          "options; pass --overwrite to replace it, or choose another --output")
   return write_examples(specs, output, dataset=dataset, data_dir=data_dir, skipped=skipped,
                         num_shards=num_shards, chunk_seconds=chunk_seconds, workers=workers, pool=pool,
-                        progress=progress, **decode_options)
+                        progress=progress, inputs=inputs, **decode_options)
+
+
+def _existing_manifest(output):
+  path = os.path.join(os.fspath(output), "manifest.json")
+  if not os.path.isfile(path):
+    return None
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return {}  # unreadable: a dataset is there, of unknown inputs
 
 
 def _reason_kind(reason: str) -> str:
@@ -452,6 +493,7 @@ def _define_flags():
   flags.DEFINE_enum("pool", "thread", POOLS, "Worker pool kind when --workers > 1.")
   flags.DEFINE_multi_string("option", [], "Adapter option key=value (repeatable), e.g. split=random.")
   flags.DEFINE_string("options", "", "Adapter options as one string: k=v,k2=v2.")
+  flags.DEFINE_bool("overwrite", False, "Replace a dataset in --output prepared from other inputs.")
   flags.mark_flags_as_required(["dataset", "data_dir", "output"])
 
 
@@ -463,7 +505,11 @@ def _main(argv):
   cfg = flags.FLAGS
   manifest = prepare(cfg.dataset, cfg.data_dir, cfg.output,
                      options=parse_options(cfg.option, cfg.options), num_shards=cfg.num_shards,
-                     seed=cfg.seed, chunk_seconds=cfg.chunk_seconds, workers=cfg.workers, pool=cfg.pool)
+                     seed=cfg.seed, chunk_seconds=cfg.chunk_seconds, workers=cfg.workers, pool=cfg.pool,
+                     overwrite=cfg.overwrite)
+  if manifest.get("up_to_date"):
+    print(f"{cfg.output} is up to date (prepared from the same files with the same options); nothing "
+          "rewritten")
   print(summary(manifest, cfg.output))
   sys.stdout.flush()
 

@@ -386,15 +386,25 @@ class _SplitWriter:
     self.paths = [os.path.join(tmp_dir, f"{split}.{i}") for i in range(num_shards)]
     self.writers = [None] * num_shards
     self.shard_ids = [[] for _ in range(num_shards)]
+    self.shard_digests = [hashlib.sha256() for _ in range(num_shards)]
     self.count = 0
 
-  def write(self, example_id: str, payload: bytes):
+  def write(self, example_id: str, payload: bytes, content: bytes):
     i = self.count % len(self.paths)
     if self.writers[i] is None:  # Opened lazily: a small split must not leave empty 128 KiB shards.
       self.writers[i] = array_record_module.ArrayRecordWriter(self.paths[i], "group_size:1")
     self.writers[i].write(payload)
     self.shard_ids[i].append(example_id)
+    self.shard_digests[i].update(hashlib.sha256(content).digest())
     self.count += 1
+
+  def content_sha256(self) -> str:
+    """A digest of every record (ids, audio, labels, metadata) in reading order: equal iff the split's
+    content is, whenever and wherever it was written."""
+    digest = hashlib.sha256()
+    for shard in self.shard_digests[:self.num_files]:
+      digest.update(shard.digest())
+    return digest.hexdigest()
 
   def ids(self) -> list[str]:
     """The ids in the order `AudioRecordSource` reads them (shard after shard)."""
@@ -454,7 +464,7 @@ def _remove_stale_partials(out_dir: str, keep: str) -> None:
 
 
 def write_audio_records(out_dir, examples: Iterable[dict], *, dataset: str, num_shards: int = 1,
-                        skipped: Sequence = (), warnings: Sequence = ()) -> dict:
+                        skipped: Sequence = (), warnings: Sequence = (), inputs: dict | None = None) -> dict:
   """Writes examples into `out_dir/{split}-{i:05d}-of-{n:05d}.array_record` + manifest.json.
 
   Examples may come from a generator of unknown length; each is validated (DataError naming its id).
@@ -510,7 +520,10 @@ def write_audio_records(out_dir, examples: Iterable[dict], *, dataset: str, num_
         counts[str(value)] = counts.get(str(value), 0) + 1
       if ex["split"] not in splits:
         splits[ex["split"]] = _SplitWriter(tmp_dir, ex["split"], num_shards)
-      splits[ex["split"]].write(ex["id"], _encode_valid_audio_example(ex))
+      content = json.dumps({k: ex[k] for k in ("id", "subject_id", "split", "sample_rate", "labels",
+                                                "metadata")} | {"audio_sha256": digest},
+                           sort_keys=True, default=str).encode()
+      splits[ex["split"]].write(ex["id"], _encode_valid_audio_example(ex), content)
     if not seen:
       raise DataError(out_dir, f"no examples to write for dataset {dataset!r}")
     skipped = [_skipped_entry(s) for s in skipped]
@@ -526,6 +539,7 @@ def write_audio_records(out_dir, examples: Iterable[dict], *, dataset: str, num_
         "counts": {name: w.count for name, w in sorted(splits.items())},
         "files": {name: w.names() for name, w in sorted(splits.items())},
         "ids": {name: w.ids() for name, w in sorted(splits.items())},
+        "records_sha256": {name: w.content_sha256() for name, w in sorted(splits.items())},
         "label_keys": sorted(label_keys),
         "metadata_keys": sorted(metadata_keys),
         "subject_counts": {name: len(ids) for name, ids in sorted(subjects.items())},
@@ -537,6 +551,8 @@ def write_audio_records(out_dir, examples: Iterable[dict], *, dataset: str, num_
         "duplicates_within_split": duplicates_within_split,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    if inputs is not None:
+      manifest["inputs"] = inputs  # what shaped the records (acula_jax.prepare's fingerprint)
     staged_manifest = os.path.join(tmp_dir, MANIFEST)
     write_json_atomic(staged_manifest, manifest)
     # The swap: renames within one filesystem, which need no space; the manifest goes last.

@@ -292,3 +292,21 @@ def test_heads_export_load_and_zero_shot_on_the_tiny_corpus(tiny_corpus, encoder
   assert "zero-shot AUROC" in (tmp_path / "eval" / "zeroshot.md").read_text()
   assert zeroshot.class_sentences(tasks.get("heart_murmur")) == [
       "Heart sound recording. No murmur.", "Heart sound recording. A murmur is heard."]
+
+
+def test_feature_cache_key_follows_the_records_content_not_the_write(tmp_path):
+  """An identical re-prepare (another `created` time, another folder) keeps the cache key; changed
+  audio changes it."""
+  import time  # pylint: disable=g-import-not-at-top
+  from acula_jax import records, synthetic  # pylint: disable=g-import-not-at-top
+  examples = [synthetic.generate_example(i, seed=0, duration_s=0.5) for i in range(6)]
+  records.write_audio_records(tmp_path / "a" / "records", examples, dataset="synthetic", num_shards=2)
+  time.sleep(1.1)  # a later `created` stamp
+  records.write_audio_records(tmp_path / "b" / "records", examples, dataset="synthetic", num_shards=2)
+  key = lambda d: evaluate.RecordsStore(tmp_path / d / "records", tmp_path / "cache").key
+  manifests = [records.read_manifest(tmp_path / d / "records") for d in "ab"]
+  assert manifests[0]["created"] != manifests[1]["created"] and key("a") == key("b")
+  changed = [dict(e) for e in examples]
+  changed[3]["audio"] = changed[3]["audio"] * np.float32(0.5)
+  records.write_audio_records(tmp_path / "c" / "records", changed, dataset="synthetic", num_shards=2)
+  assert key("c") != key("a")

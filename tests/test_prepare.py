@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from acula_jax import errors
 from acula_jax import prepare
 from acula_jax import records
 from acula_jax.datasets import common
@@ -385,3 +386,25 @@ def test_summary_names_labels_skips_and_thin_splits(tmp_path):
                              options={"label_columns": "diagnosis"})
   assert labelled["label_counts"] == {"train": {"diagnosis": {"murmur": 1, "normal": 1}}}
   assert "labels: diagnosis" in prepare.summary(labelled, tmp_path / "out2")
+
+
+def test_prepare_into_a_prepared_folder_is_up_to_date_or_refused(tmp_path):
+  wave = np.sin(np.linspace(0, 300, 8000)).astype(np.float32)
+  for i in range(4):
+    soundfile.write(tmp_path / f"{i}.wav", 0.3 * wave * (1 + i / 10), 8000)
+  _write_table(tmp_path / "table.csv", ["path", "subject_id", "split", "dx"],
+               [[f"{i}.wav", f"s{i}", "train" if i < 2 else "test", "ab"[i % 2]] for i in range(4)])
+  out = tmp_path / "out"
+  first = prepare.prepare("table", tmp_path, out, options={"label_columns": "dx"}, progress=False)
+  stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+  again = prepare.prepare("table", tmp_path, out, options={"label_columns": "dx"}, progress=False)
+  assert again["up_to_date"] and again["created"] == first["created"]
+  assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps  # nothing rewritten
+  with pytest.raises(errors.UsageError, match="pass --overwrite"):
+    prepare.prepare("table", tmp_path, out, options={}, progress=False)  # no labels now
+  soundfile.write(tmp_path / "3.wav", 0.2 * wave, 8000)  # changed audio
+  with pytest.raises(errors.UsageError, match="other inputs or options"):
+    prepare.prepare("table", tmp_path, out, options={"label_columns": "dx"}, progress=False)
+  replaced = prepare.prepare("table", tmp_path, out, options={"label_columns": "dx"}, progress=False,
+                             overwrite=True)
+  assert not replaced.get("up_to_date") and replaced["inputs"] != first["inputs"]
