@@ -298,16 +298,8 @@ def _index_row(example: dict) -> dict:
 
 def _write_atomic(path: pathlib.Path, write):
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-  try:
-    with open(tmp, "wb") as f:
-      write(f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  finally:
-    if tmp.exists():
-      tmp.unlink()
+  with records.atomic_output(path, "wb") as f:
+    write(f)
 
 
 def _extract_split(records_dir, split: str, featurizers: list, *, total: int, desc: str):

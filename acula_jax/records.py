@@ -11,6 +11,7 @@ example.proto, so TensorFlow can read them too):
 Every failure that concerns a file or an example raises a `DataError` subclass naming it.
 """
 
+import contextlib
 import datetime
 import glob
 import hashlib
@@ -92,10 +93,18 @@ def write_json_atomic(path, obj) -> None:
 
 def write_text_atomic(path, text: str) -> None:
   """Writes text to a temporary sibling, syncs it and renames it over `path`; no partial file on failure."""
+  with atomic_output(path) as f:
+    f.write(text)
+
+
+@contextlib.contextmanager
+def atomic_output(path, mode: str = "w"):
+  """A file opened on a temporary sibling of `path`, synced and renamed over it when the block ends
+  without an error; on an error the temporary file is removed and `path` keeps what it had."""
   tmp = _tmp_name(path)
   try:
-    with open(tmp, "w") as f:
-      f.write(text)
+    with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+      yield f
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -150,19 +159,11 @@ def frame_record(payload: bytes) -> bytes:
 
 def write_tfrecord(path, payloads: Iterable[bytes]) -> int:
   """Writes payloads as one TFRecord file, atomically; returns the number of records."""
-  tmp = _tmp_name(path)
   count = 0
-  try:
-    with open(tmp, "wb") as f:
-      for payload in payloads:
-        f.write(frame_record(bytes(payload)))
-        count += 1
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  with atomic_output(path, "wb") as f:
+    for payload in payloads:
+      f.write(frame_record(bytes(payload)))
+      count += 1
   return count
 
 

@@ -440,25 +440,17 @@ def write_reports(records_dir, output, *, splits=("train",), seed=0, progress=Fa
     rows = tqdm.tqdm(rows, total=total, desc="reports", unit="report")
   output = os.fspath(output)
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  tmp = f"{output}.partial"
   count = 0
   seen = set()
-  try:
-    with open(tmp, "w", encoding="utf-8") as out:
-      for ex in rows:
-        if ex["id"] in seen:  # the teacher join is by id: two folders must not share one
-          raise DataError(str(records_dir), f"example id {ex['id']!r} occurs twice (ids must be unique "
-                                            "across the records folders and splits)")
-        seen.add(ex["id"])
-        report = report_for(ex["metadata"], ex["labels"], seed=seed)
-        out.write(json.dumps({"id": ex["id"], "report": report}, ensure_ascii=False) + "\n")
-        count += 1
-      out.flush()
-      os.fsync(out.fileno())
-    os.replace(tmp, output)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  with records.atomic_output(output) as out:
+    for ex in rows:
+      if ex["id"] in seen:  # the teacher join is by id: two folders must not share one
+        raise DataError(str(records_dir), f"example id {ex['id']!r} occurs twice (ids must be unique "
+                                          "across the records folders and splits)")
+      seen.add(ex["id"])
+      report = report_for(ex["metadata"], ex["labels"], seed=seed)
+      out.write(json.dumps({"id": ex["id"], "report": report}, ensure_ascii=False) + "\n")
+      count += 1
   return count
 
 
