@@ -129,7 +129,7 @@ def needed_bytes_from_error(message: str):
 def compile_step(config, accelerator, devices, dim) -> Report:
   """Lowers and compiles the train step for the slice; the report of its program."""
   mesh = sharding.make_mesh(config.mesh, devices=devices)
-  _check_batch(config, mesh)
+  train.check_batch(config, mesh.devices.size)
   graphdef, state, state_sharding, batch_sharding, batch, rng = abstract_train_inputs(config, dim, mesh)
   step = train.make_train_step(graphdef, config, state_sharding, batch_sharding)
   params = nnx.state(nnx.merge(graphdef, state)[0], nnx.Param)
@@ -160,16 +160,6 @@ def compile_step(config, accelerator, devices, dim) -> Report:
   data["compile_s"] = time.perf_counter() - start
   data.update(_program_report(compiled, accelerator, config))
   return Report(data["needed_bytes_per_device"] <= accelerator.hbm_bytes_per_device, data)
-
-
-def _check_batch(config, mesh):
-  devices = mesh.devices.size
-  if config.batch_size % devices:
-    raise errors.UsageError(f"batch_size {config.batch_size} does not split over the {devices} devices "
-                            "of the mesh; use a multiple")
-  if config.batch_size % config.grad_accum_steps:
-    raise errors.UsageError(f"batch_size {config.batch_size} does not split into grad_accum_steps="
-                            f"{config.grad_accum_steps} micro-batches")
 
 
 def _versions() -> dict:
@@ -280,7 +270,7 @@ def run(config, accelerator_type, *, dim_flag=None, find_accum=False):
   accelerator = accelerators.parse(accelerator_type)
   devices = topology_devices(accelerator)
   dim, dim_source = text_dim(config, dim_flag)
-  config = config.copy_and_resolve_references() if hasattr(config, "copy_and_resolve_references") else config
+  config = config.copy_and_resolve_references()  # --find_accum changes it; the caller's stays as given
   while True:
     report = compile_step(config, accelerator, devices, dim)
     report.data["text_dim_source"] = dim_source

@@ -162,12 +162,12 @@ def _check_finite(metrics: dict, step: int):
         "input data.")
 
 
-def check_batch(config, num_examples: int, num_devices: int):
+def check_batch(config, num_devices: int, num_examples: int | None = None):
   """UsageError for batch settings that cannot work, before anything is compiled."""
   batch, accum = config.batch_size, config.grad_accum_steps
   if batch < 1 or accum < 1:
     raise errors.UsageError(f"batch_size={batch} and grad_accum_steps={accum} must both be >= 1")
-  if batch > num_examples:
+  if num_examples is not None and batch > num_examples:
     raise errors.UsageError(f"batch_size={batch} is larger than the {num_examples} training examples of "
                             f"{config.data.records_dir}: a batch would repeat examples; use at most "
                             f"--config.batch_size={num_examples}")
@@ -260,7 +260,7 @@ def train_and_evaluate(config, workdir) -> dict:
   num_examples = (len(indices) if indices is not None
                   else len(records.open_split(config.data.records_dir, config.data.train_split)))
   mesh = sharding.make_mesh(config.mesh)
-  check_batch(config, num_examples, mesh.devices.size)
+  check_batch(config, mesh.devices.size, num_examples)
   total_steps = _total_steps(config, num_examples)
 
   model, optimizer, schedule = create_model_and_optimizer(

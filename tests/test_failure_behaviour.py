@@ -309,7 +309,7 @@ def test_bad_batch_settings_fail_before_training_with_a_clear_error(corpus, tmp_
 
 def test_batch_must_split_over_the_mesh(corpus):
   with pytest.raises(errors.UsageError, match="does not split over the mesh's 3 devices"):
-    train.check_batch(_tiny(corpus), num_examples=56, num_devices=3)
+    train.check_batch(_tiny(corpus), num_devices=3, num_examples=56)
 
 
 # ----------------------------------------------------------------------------------------------------
