@@ -2,7 +2,8 @@
 
 One catalogue for the launcher (`launch/tpu.py`: how many hosts to address) and the ahead-of-time
 compiler (`acula_jax.aot`: the topology to compile for and the per-device HBM, peak FLOP/s and HBM
-bandwidth to judge the program by). Standard library only: the launcher runs on a laptop without JAX.
+bandwidth to judge the program by). Standard library only (with `acula_jax.errors`): the launcher runs
+on a laptop without JAX.
 
 Chip figures are Cloud TPU's published per-chip specifications (bf16 peak; HBM capacity and
 bandwidth). A device is what JAX sees: one chip on v4, v5p (megacore), v5e and v6e, one TensorCore
@@ -11,6 +12,8 @@ bandwidth). A device is what JAX sees: one chip on v4, v5p (megacore), v5e and v
 import dataclasses
 import math
 import re
+
+from acula_jax import errors
 
 GIB = 2**30
 
@@ -94,15 +97,15 @@ def _torus(chips: int, dims: int) -> tuple:
 
 
 def parse(name: str) -> Accelerator:
-  """`v5litepod-8` -> its Accelerator; a ValueError that lists the families for anything else."""
+  """`v5litepod-8` -> its Accelerator; a UsageError that lists the families for anything else."""
   match = _NAME.match(name or "")
   if not match:
-    raise ValueError(f"unknown accelerator type {name!r}; expected FAMILY-SIZE with FAMILY one of "
+    raise errors.UsageError(f"unknown accelerator type {name!r}; expected FAMILY-SIZE with FAMILY one of "
                      f"{', '.join(GENERATIONS)} (e.g. v4-8, v5litepod-8, v5p-128, v6e-8)")
   generation, size = GENERATIONS[match.group(1)], int(match.group(2))
   chips = size // 2 if generation.name_counts_cores else size
   if chips < 1 or chips & (chips - 1) or (generation.name_counts_cores and size % 2):
-    raise ValueError(f"{name}: slices of {generation.family} come in powers of two "
+    raise errors.UsageError(f"{name}: slices of {generation.family} come in powers of two "
                      f"{'TensorCores (2 per chip)' if generation.name_counts_cores else 'chips'}")
   return Accelerator(name, generation, chips, _torus(chips, generation.torus_dims))
 

@@ -293,12 +293,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS.accelerator_type:
     raise app.UsageError("--accelerator_type is required, e.g. --accelerator_type=v5litepod-8")
-  try:
-    report = run(FLAGS.config, FLAGS.accelerator_type, dim_flag=FLAGS.text_dim,
-                 find_accum=FLAGS.find_accum)
-  except (ValueError, errors.UsageError) as e:
-    print(f"aot: error: {e}", file=sys.stderr)
-    sys.exit(2)
+  report = run(FLAGS.config, FLAGS.accelerator_type, dim_flag=FLAGS.text_dim, find_accum=FLAGS.find_accum)
   hlo = report.data.pop("_hlo", None)
   print(format_report(report))
   if "find_accum" in report.data:

@@ -26,6 +26,7 @@ The analysis is of a single device's program (SPMD partitioned), so totals are p
 """
 import collections
 import dataclasses
+import functools
 import math
 import re
 
@@ -65,6 +66,21 @@ class Computation:
   instructions: dict = dataclasses.field(default_factory=dict)   # name -> Instruction, in order
   shapes: dict = dataclasses.field(default_factory=dict)         # name -> shape text (params too)
   root: str = ""
+
+  @functools.cached_property
+  def users(self) -> dict:
+    """name -> [(user instruction, operand index)]."""
+    users = collections.defaultdict(list)
+    for inst in self.instructions.values():
+      for index, operand in enumerate(inst.operands):
+        users[operand].append((inst, index))
+    return users
+
+  @functools.cached_property
+  def parameters(self) -> list:
+    """The parameter instructions in parameter-number order."""
+    return sorted((i for i in self.instructions.values() if i.opcode == "parameter"),
+                  key=lambda i: int(i.arguments or 0))
 
 
 def shape_bytes(shape: str, hbm_only: bool = False) -> float:
@@ -324,17 +340,10 @@ def _hbm(shape: str) -> float:
   return shape_bytes(shape, hbm_only=True)
 
 
-def _users(comp: Computation) -> dict:
-  users = collections.defaultdict(list)  # name -> [(user instruction, operand index)]
-  for inst in comp.instructions.values():
-    for index, operand in enumerate(inst.operands):
-      users[operand].append((inst, index))
-  return users
-
-
-def _parameters(comp: Computation) -> list:
-  return sorted((i for i in comp.instructions.values() if i.opcode == "parameter"),
-                key=lambda i: int(i.arguments or 0))
+def _fused_computation(computations: dict, inst: Instruction):
+  """The computation a fusion instruction runs, else None."""
+  callees = _callees(inst) if inst.opcode == "fusion" else []
+  return computations.get(callees[0]) if callees else None
 
 
 def _read_bytes(computations: dict, comp: Computation, name: str, depth: int = 0) -> float:
@@ -342,20 +351,20 @@ def _read_bytes(computations: dict, comp: Computation, name: str, depth: int = 0
   nested fusions), nothing of a buffer that a dynamic-update-slice writes into in place (how a loop
   reads and writes its stacked [trips, ...] arrays)."""
   whole = _hbm(comp.shapes.get(name, ""))
-  uses = _users(comp).get(name, [])
+  uses = comp.users.get(name, [])
   if not uses or depth > 8:
     return whole
   total = 0.0
   for user, index in uses:
-    callee = computations.get(_callees(user)[0]) if user.opcode == "fusion" and _callees(user) else None
+    callee = _fused_computation(computations, user)
     if user.opcode == "bitcast":
       total += _read_bytes(computations, comp, user.name, depth + 1)
     elif user.opcode == "dynamic-slice" and index == 0:
       total += _hbm(user.shape)
     elif user.opcode == "dynamic-update-slice" and index == 0:
       continue
-    elif callee is not None and index < len(_parameters(callee)):
-      total += _read_bytes(computations, callee, _parameters(callee)[index].name, depth + 1)
+    elif callee is not None and index < len(callee.parameters):
+      total += _read_bytes(computations, callee, callee.parameters[index].name, depth + 1)
     else:
       return whole
   return min(total, whole)
@@ -377,9 +386,9 @@ def _written_bytes(comp: Computation, name: str) -> float:
 
 def _kernel_traffic(computations: dict, comp: Computation, inst: Instruction) -> float:
   """HBM bytes one kernel moves: what it reads of its operands plus what it writes."""
-  callee = computations.get(_callees(inst)[0]) if inst.opcode == "fusion" and _callees(inst) else None
+  callee = _fused_computation(computations, inst)
   if callee is not None:
-    return (sum(_read_bytes(computations, callee, p.name) for p in _parameters(callee))
+    return (sum(_read_bytes(computations, callee, p.name) for p in callee.parameters)
             + _written_bytes(callee, callee.root))
   if inst.opcode == "custom-call" and "AllocateBuffer" in inst.attributes:
     return 0.0

@@ -49,7 +49,8 @@ def drop_lines_after(path: pathlib.Path, step: int) -> int:
   if not path.exists():
     return 0
   lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-  keep = [line for line in lines if _step_of(line) is None or _step_of(line) <= step]
+  keep = [line for line, line_step in zip(lines, map(_step_of, lines))
+          if line_step is None or line_step <= step]
   if len(keep) != len(lines):
     records.write_text_atomic(path, "".join(keep))
   return len(lines) - len(keep)

@@ -275,10 +275,10 @@ def _finished_shards(output_dir: str, job: dict, bounds) -> tuple[dict, dict]:
   return done, info
 
 
-def _remove_stray_shards(output_dir: str, keep: set[str]) -> None:
-  """Deletes teacher shards of an earlier, different job (another shard count)."""
+def _remove_teacher_shards(output_dir: str) -> None:
+  """Deletes the shards of the teacher set being replaced (whatever their count)."""
   for name in os.listdir(output_dir):
-    if _TEACHER_SHARD_RE.match(name) and name not in keep:
+    if _TEACHER_SHARD_RE.match(name):
       os.remove(os.path.join(output_dir, name))
 
 
@@ -350,7 +350,7 @@ def _commit(staging: str, output_dir: str, manifest: dict) -> None:
   old_manifest = os.path.join(output_dir, records.MANIFEST)
   if os.path.exists(old_manifest):
     os.remove(old_manifest)
-  _remove_stray_shards(output_dir, keep=set())
+  _remove_teacher_shards(output_dir)
   for shard in manifest["shards"]:
     os.replace(os.path.join(staging, shard["file"]), os.path.join(output_dir, shard["file"]))
   os.replace(staged_manifest, old_manifest)

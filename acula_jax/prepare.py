@@ -29,7 +29,6 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import inspect
-import json
 import multiprocessing
 import os
 import re
@@ -353,14 +352,15 @@ def write_examples(specs, output, *, dataset: str, data_dir, skipped=(), num_sha
 
 def inputs_fingerprint(dataset, data_dir, specs, options, *, seed, num_shards, chunk_seconds) -> dict:
   """What shaped a prepared dataset: the adapter's options and every source file's size and mtime."""
+  paths = sorted({spec.path for spec in specs})
   digest = hashlib.sha256()
-  for path in sorted({spec.path for spec in specs}):
+  for path in paths:
     info = os.stat(os.path.join(data_dir, path))
     digest.update(f"{path}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
   return {"dataset": dataset, "data_dir": os.path.abspath(data_dir),
           "options": {k: str(v) for k, v in sorted(options.items())}, "seed": int(seed),
           "num_shards": int(num_shards), "chunk_seconds": float(chunk_seconds),
-          "files": len({spec.path for spec in specs}), "files_sha256": digest.hexdigest()}
+          "files": len(paths), "files_sha256": digest.hexdigest()}
 
 
 def prepare(dataset: str, data_dir, output, *, options=None, num_shards=4, seed=0, chunk_seconds=0.0,
@@ -398,13 +398,12 @@ def prepare(dataset: str, data_dir, output, *, options=None, num_shards=4, seed=
 
 
 def _existing_manifest(output):
-  path = os.path.join(os.fspath(output), "manifest.json")
-  if not os.path.isfile(path):
+  from acula_jax import records  # pylint: disable=g-import-not-at-top  (see write_examples)
+  if not os.path.isfile(os.path.join(os.fspath(output), records.MANIFEST)):
     return None
   try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
+    return records.read_manifest(output)
+  except (DataError, OSError):
     return {}  # unreadable: a dataset is there, of unknown inputs
 
 

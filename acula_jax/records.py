@@ -243,7 +243,8 @@ def _json_dumps(value, name, where) -> str:
 
 def encode_audio_example(ex: dict) -> bytes:
   """Serialises an audio example after `validate_audio_example` (DataError naming its id)."""
-  return _encode_valid_audio_example(validate_audio_example(ex))
+  ex = validate_audio_example(ex)
+  return _encode_valid_audio_example(ex, audio_sha256(ex["audio"]))
 
 
 def audio_sha256(audio: np.ndarray) -> str:
@@ -252,7 +253,7 @@ def audio_sha256(audio: np.ndarray) -> str:
   return hashlib.sha256(np.ascontiguousarray(audio, dtype="<f4").tobytes()).hexdigest()
 
 
-def _encode_valid_audio_example(ex: dict) -> bytes:
+def _encode_valid_audio_example(ex: dict, audio_digest: str) -> bytes:
   where = ex["id"]
   feature = {
       "id": _str_feature(ex["id"]),
@@ -261,7 +262,7 @@ def _encode_valid_audio_example(ex: dict) -> bytes:
       "split": _str_feature(ex["split"]),
       # Raw little-endian float32 bytes: an order of magnitude faster to parse than a float_list.
       "audio": _bytes_feature(ex["audio"].astype("<f4").tobytes()),
-      "audio_sha256": _str_feature(audio_sha256(ex["audio"])),
+      "audio_sha256": _str_feature(audio_digest),
       "num_samples": _int_feature(ex["audio"].shape[0]),
       "sample_rate": _int_feature(ex["sample_rate"]),
       "labels": _str_feature(_json_dumps(ex["labels"], "labels", where)),
@@ -524,7 +525,7 @@ def write_audio_records(out_dir, examples: Iterable[dict], *, dataset: str, num_
       content = json.dumps({k: ex[k] for k in ("id", "subject_id", "split", "sample_rate", "labels",
                                                 "metadata")} | {"audio_sha256": digest},
                            sort_keys=True, default=str).encode()
-      splits[ex["split"]].write(ex["id"], _encode_valid_audio_example(ex), content)
+      splits[ex["split"]].write(ex["id"], _encode_valid_audio_example(ex, digest), content)
     if not seen:
       raise DataError(out_dir, f"no examples to write for dataset {dataset!r}")
     skipped = [_skipped_entry(s) for s in skipped]

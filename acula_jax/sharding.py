@@ -11,6 +11,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
+from acula_jax import errors
+
 BATCH_AXES = ("data", "fsdp")
 
 
@@ -25,13 +27,13 @@ def make_mesh(mesh_config=None, devices=None) -> jax.sharding.Mesh:
   devices = jax.devices() if devices is None else list(devices)
   count = len(devices)
   if data == -1 and fsdp == -1:
-    raise ValueError("at most one of mesh.data and mesh.fsdp can be -1")
+    raise errors.UsageError("at most one of mesh.data and mesh.fsdp can be -1")
   if data == -1:
     data = count // fsdp
   elif fsdp == -1:
     fsdp = count // data
   if data * fsdp != count:
-    raise ValueError(f"mesh data={data} x fsdp={fsdp} does not use the {count} devices")
+    raise errors.UsageError(f"mesh data={data} x fsdp={fsdp} does not use the {count} devices")
   return jax.make_mesh((data, fsdp), BATCH_AXES, axis_types=(AxisType.Auto, AxisType.Auto),
                        devices=devices)
 
@@ -62,7 +64,7 @@ def state_shardings(state, mesh, mode: str):
   if mode == "fsdp":
     size = mesh.shape["fsdp"]
     return jax.tree.map(lambda x: NamedSharding(mesh, fsdp_spec(np.shape(x), size)), state)
-  raise ValueError(f"param_sharding must be 'replicated' or 'fsdp', got {mode!r}")
+  raise errors.UsageError(f"param_sharding must be 'replicated' or 'fsdp', got {mode!r}")
 
 
 def shard_batch(batch: dict, mesh) -> dict:

@@ -179,26 +179,26 @@ def check_batch(config, num_devices: int, num_examples: int | None = None):
                             "use a multiple, or set --config.mesh.data / --config.mesh.fsdp")
 
 
-def training_indices(config, teacher) -> list | None:
-  """Indices of the training records to use: all (None), or those with a teacher embedding.
+def training_indices(config, teacher) -> tuple:
+  """(indices of the training records to use, ids left out): (None, []) means all of them.
 
   Every training id is checked against the teacher table before step 0: a missing one is an error
   naming the count and the first ids, or, with `data.skip_missing_teacher`, left out.
   """
   if teacher is None:
-    return None
+    return None, []
   ids = records.split_ids(config.data.records_dir, config.data.train_split)
   missing = [i for i in ids if i not in teacher.index]
   if not missing:
-    return None
+    return None, []
   if not config.data.skip_missing_teacher:
     raise errors.DataError(
         config.data.teacher_dir,
         f"{len(missing)} of {len(ids)} training examples have no teacher embedding (first: "
         f"{missing[:5]}); rerun acula_jax.reports and acula_jax.precompute on the training split, or "
         "pass --config.data.skip_missing_teacher=True to train without them")
-  missing = set(missing)
-  return [i for i, example_id in enumerate(ids) if example_id not in missing]
+  left_out = set(missing)
+  return [i for i, example_id in enumerate(ids) if example_id not in left_out], missing
 
 
 class Preempted(Exception):
@@ -256,7 +256,7 @@ def train_and_evaluate(config, workdir) -> dict:
       raise errors.UsageError("loss.align_weight > 0 needs --config.data.teacher_dir (the output of "
                               "acula_jax.precompute), or --config.loss.align_weight=0 for MAE only")
     teacher = input_pipeline.TeacherTable.load(config.data.teacher_dir)
-  indices = training_indices(config, teacher)
+  indices, missing_teacher = training_indices(config, teacher)
   num_examples = (len(indices) if indices is not None
                   else len(records.open_split(config.data.records_dir, config.data.train_split)))
   mesh = sharding.make_mesh(config.mesh)
@@ -283,8 +283,8 @@ def train_and_evaluate(config, workdir) -> dict:
   state, start_step = _restore_if_any(config, workdir, manager, state, data_iterator)
   if jax.process_index() == 0:
     workdir_lib.record_start(config, workdir, start_step, config_changes)
-    if indices is not None:
-      _record_skipped_teacher(config, workdir, teacher)
+    if missing_teacher:
+      _record_skipped_teacher(workdir, missing_teacher, num_examples + len(missing_teacher))
 
   writer = metric_writers.MetricWriter(workdir, enabled=jax.process_index() == 0, resume_step=start_step)
   rng = jax.random.key(config.seed)
@@ -312,13 +312,11 @@ def train_and_evaluate(config, workdir) -> dict:
   return metrics
 
 
-def _record_skipped_teacher(config, workdir, teacher):
-  ids = records.split_ids(config.data.records_dir, config.data.train_split)
-  missing = [i for i in ids if i not in teacher.index]
+def _record_skipped_teacher(workdir, missing: list, of: int):
   logging.warning("Training without %d examples that have no teacher embedding (listed in %s)",
                   len(missing), workdir / "skipped_missing_teacher.json")
   records.write_json_atomic(workdir / "skipped_missing_teacher.json",
-                            {"count": len(missing), "of": len(ids), "ids": missing})
+                            {"count": len(missing), "of": of, "ids": missing})
 
 
 def _train_loop(config, train_step, state, data_iterator, manager, writer, schedule, rng, start_step,

@@ -23,12 +23,10 @@ SAFE_TO_CHANGE = ("num_train_steps", "num_epochs", "log_every_steps", "checkpoin
 
 
 def _flatten(tree, prefix="") -> dict:
-  if not isinstance(tree, dict):
-    return {prefix: tree}
-  out = {}
-  for key, value in tree.items():
-    out.update(_flatten(value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}"))
-  return out if tree else {prefix.rstrip("."): {}}
+  """{"a": {"b": 1}} -> {"a.b": 1}; an empty dict stays a leaf."""
+  if not isinstance(tree, dict) or not tree:
+    return {prefix[:-1]: tree}
+  return {k: v for key, value in tree.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
 
 
 def _as_json(config) -> dict:

@@ -37,6 +37,12 @@ def pytest_collection_modifyitems(config, items):
 TINY_TEXT_DIM = 24
 
 
+@pytest.fixture(name="corpus")
+def corpus_fixture(tiny_corpus):
+  """The tiny corpus under the name the training tests use (with `tiny_training.tiny_config`)."""
+  return tiny_corpus
+
+
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
   """80 synthetic 2 s clips as records, and random teacher embeddings for their training split."""

@@ -27,22 +27,11 @@ from acula_jax import train
 from acula_jax import workdir as workdir_lib
 from acula_jax.models import acula
 from configs import demo
+from tiny_training import tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(name="corpus")
-def corpus_fixture(tiny_corpus):
-  return tiny_corpus
-
-
-def _tiny(corpus, arg="tiny", **overrides):
-  config = demo.get_config(arg)
-  config.data.records_dir = str(corpus / "records")
-  config.data.teacher_dir = "" if "pretrain" in arg else str(corpus / "teacher")
-  config.eval.tasks = ""
-  config.update_from_flattened_dict(overrides)
-  return config
 
 
 def _cli(module, *args, cwd, timeout=600):
@@ -125,18 +114,18 @@ def test_prepare_on_a_full_disk_end_to_end(tmp_path):
 
 def test_rerun_with_another_objective_is_refused_and_history_kept(corpus, tmp_path):
   work = tmp_path / "work"
-  train.train_and_evaluate(_tiny(corpus), work)
+  train.train_and_evaluate(tiny_config(corpus), work)
   saved = (work / "config.json").read_text()
-  changed = _tiny(corpus, **{"loss.alignment": "contrastive", "optim.learning_rate": 0.5})
+  changed = tiny_config(corpus, **{"loss.alignment": "contrastive", "optim.learning_rate": 0.5})
   with pytest.raises(errors.UsageError, match=r"loss.alignment: 'linear_cka' -> 'contrastive'.*"
                                               r"optim.learning_rate.*--config.resume="):
     train.train_and_evaluate(changed, work)
-  wider = _tiny(corpus, **{"model.width": 64})
+  wider = tiny_config(corpus, **{"model.width": 64})
   with pytest.raises(errors.UsageError, match="model.width: 32 -> 64"):
     train.train_and_evaluate(wider, work)
   assert (work / "config.json").read_text() == saved
   # Step counts may change: the run continues and the change is recorded.
-  train.train_and_evaluate(_tiny(corpus, num_train_steps=8), work)
+  train.train_and_evaluate(tiny_config(corpus, num_train_steps=8), work)
   history = [json.loads(l) for l in (work / workdir_lib.HISTORY).read_text().splitlines()]
   assert [h["start_step"] for h in history] == [0, 6]
   assert history[1]["changed"] == {"num_train_steps": {"from": 6, "to": 8}}
@@ -160,7 +149,7 @@ def test_rerun_with_another_config_end_to_end(corpus, tmp_path):
 
 def test_resumed_run_writes_each_step_once_to_metrics(corpus, tmp_path):
   work = tmp_path / "work"
-  config = _tiny(corpus, log_every_steps=1, checkpoint_every_steps=3)
+  config = tiny_config(corpus, log_every_steps=1, checkpoint_every_steps=3)
   train.train_and_evaluate(config, work)
   # A killed run: its last checkpoint (step 6) never landed, its metrics did.
   manager = checkpointing.make_manager(work, save_interval_steps=1, max_to_keep=None)
@@ -185,7 +174,7 @@ def test_metric_writer_drops_lines_after_the_restored_step(tmp_path):
 
 def test_an_overflow_inside_the_update_never_reaches_a_checkpoint(corpus, tmp_path):
   # A learning rate beyond float32's range: the loss before the update is finite, the update is not.
-  config = _tiny(corpus, "tiny,stage=pretrain", checkpoint_every_steps=1, **{
+  config = tiny_config(corpus, "tiny,stage=pretrain", checkpoint_every_steps=1, **{
       "optim.learning_rate": 1e39, "optim.warmup_steps": 0})
   with pytest.raises(FloatingPointError, match="nonfinite_params"):
     train.train_and_evaluate(config, tmp_path / "w")
@@ -304,12 +293,12 @@ def test_extract_and_evaluate_run_from_another_folder(corpus, tmp_path):
     ({"grad_accum_steps": 0}, "must both be >= 1")])
 def test_bad_batch_settings_fail_before_training_with_a_clear_error(corpus, tmp_path, overrides, message):
   with pytest.raises(errors.UsageError, match=message):
-    train.train_and_evaluate(_tiny(corpus, **overrides), tmp_path / "w")
+    train.train_and_evaluate(tiny_config(corpus, **overrides), tmp_path / "w")
 
 
 def test_batch_must_split_over_the_mesh(corpus):
   with pytest.raises(errors.UsageError, match="does not split over the mesh's 3 devices"):
-    train.check_batch(_tiny(corpus), num_devices=3, num_examples=56)
+    train.check_batch(tiny_config(corpus), num_devices=3, num_examples=56)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -14,21 +14,10 @@ from acula_jax import records
 from acula_jax import synthetic
 from acula_jax import train
 from configs import demo
+from tiny_training import tiny_config
 
 
 
-@pytest.fixture(name="corpus")
-def corpus_fixture(tiny_corpus):
-  return tiny_corpus
-
-
-def tiny_config(corpus, arg="tiny", **overrides):
-  config = demo.get_config(arg)
-  config.data.records_dir = str(corpus / "records")
-  config.data.teacher_dir = "" if "pretrain" in arg else str(corpus / "teacher")
-  config.eval.tasks = ""
-  config.update_from_flattened_dict(overrides)
-  return config
 
 
 def exported_params(workdir):
