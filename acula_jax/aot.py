@@ -32,9 +32,9 @@ import jax.numpy as jnp
 from absl import app
 from absl import flags
 from flax import nnx
-from ml_collections import config_flags
 
 from acula_jax import accelerators
+from acula_jax import config_files
 from acula_jax import errors
 from acula_jax import hlo_analysis
 from acula_jax import input_pipeline
@@ -48,8 +48,7 @@ _OOM = re.compile(r"RESOURCE_EXHAUSTED|[Rr]an out of memory|exceeds? .*memory|Ou
 _SIZE = re.compile(r"([0-9.]+)\s*([KMGT]i?B|[KMGT]\b|bytes)")
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Training config file (as for acula_jax.main).",
-                                lock_config=True)
+config_files.define_config_flag("Training config file (as for acula_jax.main).")
 flags.DEFINE_string("accelerator_type", None, "Cloud TPU slice, e.g. v4-8, v5litepod-8, v5p-128, v6e-8.")
 flags.DEFINE_integer("text_dim", None, "Teacher embedding width; default: the teacher manifest, else "
                      f"{PAPER_TEXT_DIM} (MedGemma-4B).")

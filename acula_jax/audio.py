@@ -54,10 +54,12 @@ _AMIN = 1e-10  # librosa.power_to_db's floor on power.
 
 @dataclasses.dataclass
 class FileNotes:
-  """What decoding a file noticed without failing: a data chunk shorter than its header says, and
-  the peak magnitude before resampling (float files may exceed 1.0)."""
+  """What decoding a file noticed without failing: a data chunk shorter than its header says, the
+  peak magnitude before resampling (float files may exceed 1.0), the file's own rate and channels."""
   peak: float = 0.0
   truncated: tuple | None = None     # (seconds the header declares, seconds present)
+  sample_rate: int = 0               # the file's rate, before resampling
+  channels: int = 1                  # > 1: averaged (downmix=True)
 
 
 def load_audio(path, sample_rate=SAMPLE_RATE, *, downmix=False):
@@ -140,7 +142,8 @@ def decode_audio(path, sample_rate=SAMPLE_RATE, *, downmix=False):
     data = data[:, 0]
   # Check before resampling: a NaN would smear over its neighbours.
   wave = check_waveform(data, path)
-  notes = FileNotes(peak=float(np.max(np.abs(wave))), truncated=wav_truncation(path))
+  notes = FileNotes(peak=float(np.max(np.abs(wave))), truncated=wav_truncation(path), sample_rate=int(file_rate),
+                    channels=channels)
   if file_rate != sample_rate:
     wave = _resample(wave, file_rate, sample_rate, path)
   return wave, notes

@@ -24,8 +24,14 @@ What happens:
    epoch, L2 1e-5, 64 epochs, clip 1.0, best validation AUROC) on standardised features for every
    seed at once; test macro AUROC, mean ± std over seeds. Regression: leave-one-subject-out with
    OPERA's head (MLP, or least squares for MMLung), MAE and MAPE, mean ± std over folds.
-3. Output in W/eval/: results.json (every number, per seed and fold), results.md (the table, best per
-   task in bold) and report.html (the table, ROC curves, predicted-vs-true plots, t-SNE maps).
+3. Scores (`acula_jax.scoring`), at the levels of --aggregate: per recording, and per subject (each
+   subject's recordings as one: the mean, or with --subject_score=max the max, of their probabilities).
+   The default `auto` scores both where a subject has several recordings in a task; a task whose
+   subjects' recordings disagree on the label keeps the recording level only, with a note. Each number
+   carries a 95% interval from --bootstrap resamples of the test subjects.
+4. Output in W/eval/: results.json (every number, per seed and fold, both levels, and each task's
+   recordings, subjects and class counts per side), results.md (the tables, best per task and level in
+   bold) and report.html (the tables, ROC curves, predicted-vs-true plots, t-SNE maps).
 
 `evaluate_encoders(config, out_dir, encoders)` is the same evaluation for `train.train_and_evaluate`.
 """
@@ -52,6 +58,7 @@ from acula_jax import errors
 from acula_jax import input_pipeline
 from acula_jax import probe
 from acula_jax import records
+from acula_jax import scoring
 from acula_jax import tasks as tasks_lib
 
 SPLITS = ("train", "valid", "test")
@@ -60,6 +67,7 @@ FEATURE_FORMAT = 1  # bump when the chunking rule or the cache layout changes
 # OPERA's regression MLP is d -> d -> 1; capped so that 6373-d ComParE features do not need a 6373^2 layer
 # (x Adam state x seeds). The OPERA encoders' widths (384-1280) are below the cap.
 MAX_MLP_HIDDEN = 1280
+BOOTSTRAP_SAMPLES = 1000  # subject resamples behind each 95% interval (scoring)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -446,65 +454,43 @@ def _regress_fold(task, features, targets, fold, config, seeds):
   return np.asarray(probe.predict_regression(params, x_te))
 
 
-def _summary(values) -> dict:
-  values = np.asarray(values, np.float64)
-  return {"mean": float(np.nanmean(values)), "std": float(np.nanstd(values))}
+def _recording_detail(task, parts) -> dict:
+  """What the report plots: pooled test labels with the first seed's probabilities (the seeds' mean
+  prediction for regression)."""
+  y = np.concatenate([p.y for p in parts])
+  if task.is_regression:
+    return {"y": y, "pred": np.concatenate([p.pred.mean(0) for p in parts])}
+  return {"y": y.astype(int), "proba": np.concatenate([p.pred[0] for p in parts])}
 
 
-def _classification_outcome(task, folds, targets, probabilities) -> tuple:
-  num_classes = len(task.classes)
-  if folds.aggregate == "pooled":
-    y = np.concatenate([targets[f.test] for f in folds.folds]).astype(int)
-    pooled = np.concatenate(probabilities, axis=1)
-    per_seed = [probe.auroc(p, y, num_classes) for p in pooled]
-    detail = {"y": y, "proba": pooled[0]}
-  else:
-    per_fold = [[probe.auroc(p, targets[f.test].astype(int), num_classes) for p in probs]
-                for f, probs in zip(folds.folds, probabilities)]
-    per_seed = list(np.nanmean(np.asarray(per_fold), axis=0))
-    y = np.concatenate([targets[f.test] for f in folds.folds]).astype(int)
-    detail = {"y": y, "proba": np.concatenate([p[0] for p in probabilities])}
-  outcome = {"metric": "auroc", **_summary(per_seed), "per_seed": [float(v) for v in per_seed]}
-  if folds.aggregate == "mean":
-    outcome["per_fold"] = {f.name: float(np.mean(v)) for f, v in zip(folds.folds, per_fold)}
-  return outcome, detail
+def probe_task(task, index: list, features: np.ndarray, probe_config: dict, *, seeds: int,
+               levels=("recording",), subject_score: str = "mean", bootstrap: int = 0):
+  """(outcome for results.json, details for the report) of one task on one feature matrix.
 
-
-def _regression_outcome(folds, targets, predictions) -> tuple:
-  truths = [targets[f.test] for f in folds.folds]
-  if folds.aggregate == "per_fold":  # OPERA: mean ± std over the leave-one-subject-out folds
-    maes = [np.mean([probe.mae(y, p) for p in preds]) for y, preds in zip(truths, predictions)]
-    mapes = [np.mean([probe.mape(y, p) for p in preds]) for y, preds in zip(truths, predictions)]
-    spread = {"per_fold": {f.name: float(m) for f, m in zip(folds.folds, maes)}}
-  else:  # one fold: mean ± std over seeds
-    maes = [probe.mae(truths[0], p) for p in predictions[0]]
-    mapes = [probe.mape(truths[0], p) for p in predictions[0]]
-    spread = {"per_seed": [float(m) for m in maes]}
-  mape = _summary(mapes)
-  outcome = {"metric": "mae", **_summary(maes), "mape_mean": mape["mean"], "mape_std": mape["std"], **spread}
-  detail = {"y": np.concatenate(truths), "pred": np.concatenate([p.mean(0) for p in predictions])}
-  return outcome, detail
-
-
-def probe_task(task, index: list, features: np.ndarray, probe_config: dict, *, seeds: int):
-  """(outcome for results.json, details for the report) of one task on one feature matrix."""
+  The outcome holds the first of `levels` (`scoring`), the subject level under "subject" when both are
+  asked for, and the fold sizes.
+  """
   folds = tasks_lib.make_folds(task, index)
   config = _probe_config(probe_config, task)
   targets = np.asarray([task.target(r["labels"]) if task.applies_to(r) else np.nan for r in index], np.float64)
-  if task.is_regression:
-    predictions = [_regress_fold(task, features, targets, f, config, seeds) for f in folds.folds]
-    outcome, detail = _regression_outcome(folds, targets, predictions)
-  else:
-    probabilities = [_classify_fold(task, features, targets, f, config, seeds) for f in folds.folds]
-    outcome, detail = _classification_outcome(task, folds, targets, probabilities)
-  # Per fold (the mean when there are several) for train/valid; every fold's test set for test.
+  fit = _regress_fold if task.is_regression else _classify_fold
+  predictions = [fit(task, features, targets, f, config, seeds) for f in folds.folds]
+  subject_ids = np.asarray([str(r["subject_id"]) for r in index])
+  parts = scoring.parts_of(folds, predictions, targets, subject_ids)
+  by_level = {"recording": parts, "subject": [scoring.by_subject(p, subject_score) for p in parts]}
+  scored = {level: scoring.score(by_level[level], folds.aggregate, regression=task.is_regression,
+                                 num_classes=len(task.classes), bootstrap=bootstrap)
+            for level in levels}
+  outcome = {**scored[levels[0]], "level": levels[0]}
+  if len(levels) > 1:
+    outcome[levels[1]] = {**scored[levels[1]], "level": levels[1]}
+  # Per fold (the mean when there are several) for train/valid.
   per_fold = lambda side: int(round(np.mean([len(getattr(f, side)) for f in folds.folds])))
-  outcome.update(num_train=per_fold("train"), num_valid=per_fold("valid"),
-                 num_test=int(sum(len(f.test) for f in folds.folds)), num_folds=len(folds.folds),
+  outcome.update(num_train=per_fold("train"), num_valid=per_fold("valid"), num_folds=len(folds.folds),
                  protocol=task.protocol)
   if folds.skipped:
     outcome["skipped_folds"] = [f"{name}: {reason}" for name, reason in folds.skipped]
-  return outcome, detail
+  return outcome, _recording_detail(task, parts)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -525,6 +511,10 @@ class Setup:
   data_root: str = ""
   fallback_records: str = ""       # records of tasks that name none (train path: config.data.records_dir)
   tsne_points: int = 600
+  aggregate: str = "auto"          # scoring.AGGREGATES
+  subject_score: str = "mean"      # scoring.SUBJECT_SCORES
+  bootstrap: int = BOOTSTRAP_SAMPLES
+  comparison: str = ""             # "alignment" when the encoders are a run's starting point and result
 
 
 def _no_root(task) -> str:
@@ -561,13 +551,34 @@ def _missing_records(task, setup) -> str:
   return f"no prepared records at {directory} (make them with: {task.prepare_command()})"
 
 
+def task_levels(task, index: list, aggregate: str) -> tuple:
+  """(levels, note) of one task: `scoring.levels_for`, less the subject level where some subjects'
+  recordings disagree on the label (a note says how many; asked for alone, that is an error)."""
+  rows = [r for r in index if task.applies_to(r)]
+  subjects = [str(r["subject_id"]) for r in rows]
+  levels = scoring.levels_for(aggregate, subjects)
+  if "subject" not in levels:
+    return levels, ""
+  conflicts = scoring.conflicting_subjects(subjects, [task.target(r["labels"]) for r in rows])
+  if not conflicts:
+    return levels, ""
+  shown = ", ".join(conflicts[:5]) + (", ..." if len(conflicts) > 5 else "")
+  if levels == ("subject",):
+    raise errors.UsageError(f"task {task.name}: --aggregate=subject needs one {task.label_key!r} per subject, but "
+                            f"{len(conflicts)} subjects' recordings disagree ({shown}); use --aggregate=recording")
+  return ("recording",), (f"subject level skipped: {len(conflicts)} of {len(set(subjects))} subjects' recordings "
+                          f"carry different {task.label_key!r} values ({shown})")
+
+
 def run(task_list: list, setup: Setup) -> dict:
   """Evaluates every featurizer on every task; writes results.json, results.md and report.html."""
   from acula_jax import report_html  # pylint: disable=g-import-not-at-top
   setup.out_dir.mkdir(parents=True, exist_ok=True)
   names = list(setup.baselines) + [e.name for e in setup.encoders]
   results = {"encoders": names, "tasks": {}, "task_info": {}, "skipped_tasks": {},
-             "probe": {**setup.probe_config, "seeds": setup.seeds}, "features": {}}
+             "probe": {**setup.probe_config, "seeds": setup.seeds}, "features": {},
+             "scoring": {"aggregate": setup.aggregate, "subject_score": setup.subject_score,
+                         "bootstrap": setup.bootstrap, "comparison": setup.comparison}}
   details, maps = {}, []
   usable = []
   for task in task_list:
@@ -587,9 +598,16 @@ def run(task_list: list, setup: Setup) -> dict:
     store = stores.setdefault(directory, RecordsStore(directory, setup.out_dir / "features"))
     featurizers = featurizers_for(task, setup)
     index, features = store.load(list(featurizers.values()))
-    results["task_info"][task.name] = task.info() | {"records": directory}
+    levels, note = task_levels(task, index, setup.aggregate)
+    results["task_info"][task.name] = task.info() | {
+        "records": directory, "levels": list(levels),
+        "sizes": tasks_lib.fold_sizes(task, index, tasks_lib.make_folds(task, index))}
+    if note:
+      logging.warning("task %s: %s", task.name, note)
+      results["task_info"][task.name]["note"] = note
     for name, featurizer in tqdm(featurizers.items(), desc=f"probe {task.name}", unit="enc", leave=False):
-      outcome, detail = probe_task(task, index, features[featurizer.key], setup.probe_config, seeds=setup.seeds)
+      outcome, detail = probe_task(task, index, features[featurizer.key], setup.probe_config, seeds=setup.seeds,
+                                   levels=levels, subject_score=setup.subject_score, bootstrap=setup.bootstrap)
       results["tasks"].setdefault(task.name, {})[name] = outcome
       details.setdefault(task.name, {})[name] = detail
       results["features"].setdefault(name, {})[task.name] = featurizer.key
@@ -605,36 +623,29 @@ def run(task_list: list, setup: Setup) -> dict:
   return results
 
 
-def _cell(outcome: dict, *, bold: bool) -> str:
-  text = f"{outcome['mean']:.3f} ± {outcome['std']:.3f}"
-  if outcome["metric"] == "mae":
-    text += f" ({outcome['mape_mean']:.1f}%)"
-  return f"**{text}**" if bold else text
-
-
-def best_encoder(by_encoder: dict) -> str:
-  """The encoder with the best mean: highest AUROC, lowest MAE."""
-  items = [(n, r) for n, r in by_encoder.items() if np.isfinite(r["mean"])]
-  if not items:
-    return ""
-  sign = -1.0 if items[0][1]["metric"] == "mae" else 1.0
-  return max(items, key=lambda item: sign * item[1]["mean"])[0]
-
-
 def results_table(results: dict) -> str:
-  """Markdown table: one row per task, one column per encoder, best mean in bold."""
+  """Markdown: one row per task and level, one column per encoder (best mean in bold), then the sizes."""
   names = results["encoders"]
-  lines = ["| task | metric | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+  lines = ["| task | level | metric | " + " | ".join(names) + " |", "|---" * (len(names) + 3) + "|"]
   for task, by_encoder in results["tasks"].items():
-    best = best_encoder(by_encoder)
-    metric = next(iter(by_encoder.values()))["metric"]
-    metric = "MAE (MAPE)" if metric == "mae" else "AUROC"
-    cells = [_cell(by_encoder[n], bold=n == best) if n in by_encoder else "-" for n in names]
-    lines.append(f"| {task} | {metric} | " + " | ".join(cells) + " |")
-  seeds = results["probe"]["seeds"]
-  lines.append(f"\nClassification: test macro AUROC, mean ± std over {seeds} probe seeds (linear probe on "
-               "frozen features; leave-one-out tasks pool the held-out predictions). Regression: MAE "
-               "(MAPE), mean ± std over leave-one-subject-out folds. Best per task in bold.")
+    for level in scoring.levels_of(by_encoder):
+      outcomes = {n: scoring.at_level(o, level) for n, o in by_encoder.items()}
+      best = scoring.best_encoder(outcomes)
+      metric = "MAE (MAPE)" if next(iter(outcomes.values()))["metric"] == "mae" else "AUROC"
+      cells = [("**{}**" if n == best else "{}").format(scoring.cell_text(outcomes[n])) if n in outcomes else "-"
+               for n in names]
+      lines.append(f"| {task} | {level} | {metric} | " + " | ".join(cells) + " |")
+  lines.append("\n" + scoring.explanation(results))
+  lines += ["", "| task | folds | train | valid | test |", "|---|---|---|---|---|"]
+  for task in results["tasks"]:
+    sizes = results["task_info"][task]["sizes"]
+    sides = " | ".join(scoring.side_text(sizes[side]) for side in ("train", "valid", "test"))
+    lines.append(f"| {task} | {sizes['folds']} | {sides} |")
+  lines.append("\nSizes: recordings / subjects (class counts); with several folds, train and valid are the "
+               "mean per fold and test is every fold's test set together.")
+  for task, info in results["task_info"].items():
+    if info.get("note"):
+      lines.append(f"\nNote on {task}: {info['note']}")
   for task, reason in results.get("skipped_tasks", {}).items():
     lines.append(f"\nSkipped {task}: {reason}")
   return "\n".join(lines) + "\n"
@@ -650,10 +661,11 @@ def _base_probe_config(probe_config) -> dict:
   return config, seeds
 
 
-def evaluate_encoders(config, out_dir, encoders: dict) -> dict:
+def evaluate_encoders(config, out_dir, encoders: dict, *, comparison: str = "") -> dict:
   """Probes every encoder (name -> nnx encoder) and the baselines on `config.eval.tasks`.
 
-  Called at the end of `train.train_and_evaluate`; tasks that name no records folder read
+  Called at the end of `train.train_and_evaluate` (comparison="alignment" when the encoders are the
+  run's starting point and its aligned result); tasks that name no records folder read
   `config.data.records_dir` (the demo tasks), others `config.eval.data_root`/<task records>.
   """
   out_dir = pathlib.Path(out_dir)
@@ -668,7 +680,10 @@ def evaluate_encoders(config, out_dir, encoders: dict) -> dict:
                 audio_config=audio_config, probe_config=probe_config, seeds=seeds, out_dir=out_dir,
                 feature_batch_size=batch_size, default_window=window,
                 data_root=config.eval.get("data_root", ""), fallback_records=config.data.records_dir,
-                tsne_points=config.eval.get("tsne_points", 600))
+                tsne_points=config.eval.get("tsne_points", 600), comparison=comparison,
+                aggregate=config.eval.get("aggregate", Setup.aggregate),
+                subject_score=config.eval.get("subject_score", Setup.subject_score),
+                bootstrap=config.eval.get("bootstrap", Setup.bootstrap))
   return run(tasks_lib.resolve(config.eval.tasks, cache_dir=out_dir / "features"), setup)
 
 
@@ -717,6 +732,13 @@ def _define_flags():
   flags.DEFINE_integer("epochs", 64, "Probe epochs.")
   flags.DEFINE_integer("feature_batch_size", 32, "Chunks per encoder call.")
   flags.DEFINE_integer("tsne_points", 600, "At most this many recordings per t-SNE map (0: no maps).")
+  flags.DEFINE_enum("aggregate", Setup.aggregate, scoring.AGGREGATES,
+                    "Score recordings, subjects (each subject's recordings as one) or both; auto: both "
+                    "where some subject has several recordings in a task, else recording.")
+  flags.DEFINE_enum("subject_score", Setup.subject_score, scoring.SUBJECT_SCORES,
+                    "A subject's score: the mean or the max of its recordings' class probabilities.")
+  flags.DEFINE_integer("bootstrap", Setup.bootstrap,
+                       "Subject resamples behind each 95% interval (0: no intervals).")
   flags.DEFINE_bool("zeroshot", False, "Also run zero-shot classification and retrieval (needs export/heads).")
   flags.mark_flags_as_required(["workdir"])
 
@@ -728,6 +750,8 @@ def _cli_setup(cfg) -> Setup:
   probe_config, _ = _base_probe_config(probe.OPERA_PROTOCOL)
   probe_config["epochs"] = cfg.epochs
   pairs = parse_encoders(cfg.encoder, cfg.checkpoint) if cfg.encoder else workdir_encoders(workdir)
+  # Only a workdir's own pair (its init_from export and its aligned export) is "before and after alignment".
+  aligned_pair = not cfg.encoder and len(pairs) == 2 and pairs[1][0].startswith("aligned")
   encoders = [from_export(name, path) for name, path in pairs]
   gt_window = audio.num_samples_for_frames(256, audio_config.get("hop", 512))
   names = [n.strip() for n in cfg.baselines.split(",") if n.strip()]
@@ -735,7 +759,8 @@ def _cli_setup(cfg) -> Setup:
                baselines=baselines.build(names, audio_config, gt_window, batch_size=cfg.feature_batch_size),
                audio_config=audio_config, probe_config=probe_config, seeds=cfg.seeds,
                out_dir=workdir / "eval", feature_batch_size=cfg.feature_batch_size, data_root=cfg.data_root,
-               tsne_points=cfg.tsne_points)
+               tsne_points=cfg.tsne_points, aggregate=cfg.aggregate, subject_score=cfg.subject_score,
+               bootstrap=cfg.bootstrap, comparison="alignment" if aligned_pair else "")
 
 
 def _main(argv):

@@ -13,13 +13,13 @@ import jax
 from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
+from acula_jax import config_files
 from acula_jax import errors
 from acula_jax import train
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
+config_files.define_config_flag("Training config file.")
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, export and eval results.")
 flags.DEFINE_bool("distributed", None, "Call jax.distributed.initialize(); default: when the "
                   "environment says so (a multi-host TPU VM, a SLURM job of several tasks, or "
@@ -58,7 +58,8 @@ def main(argv):
   except train.Preempted as e:
     print(f"Not done: {e}.", flush=True)
     sys.exit(errors.EXIT_PREEMPTED)
-  print(f"Done. Results in {FLAGS.workdir} (eval/results.md, metrics.jsonl, export/).")
+  written = "metrics.jsonl, export/" + (", eval/results.md" if FLAGS.config.eval.tasks else "")
+  print(f"Done. Results in {FLAGS.workdir} ({written}).")
 
 
 if __name__ == "__main__":

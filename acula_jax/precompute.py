@@ -25,12 +25,12 @@ from collections.abc import Sequence
 from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 import numpy as np
 import torch
 import tqdm
 import transformers
 
+from acula_jax import config_files
 from acula_jax import errors
 from acula_jax import records
 from acula_jax.errors import DataError
@@ -402,8 +402,7 @@ def _manifest(config, job: dict, model_info: dict, shards: list[dict], reports_p
 def _define_flags():
   # Defined only when run as a program: importing this module (tests, notebooks) must not clash with
   # other modules' absl flags such as acula_jax.main's --config.
-  config_flags.DEFINE_config_file("config", None, "Teacher config file, e.g. configs/teacher/minilm.py.",
-                                  lock_config=True)
+  config_files.define_config_flag("Teacher config file, e.g. configs/teacher/minilm.py.")
   flags.DEFINE_string("reports", None, "Reports file: .jsonl with {id, report} or .csv with id,report.")
   flags.DEFINE_string("output", None, "Output directory for the teacher shards and manifest.json.")
   flags.mark_flags_as_required(["config", "reports", "output"])

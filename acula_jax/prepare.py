@@ -160,20 +160,6 @@ def make_tasks(specs, data_dir, chunk_seconds=0.0, **decode_options) -> list[_Ta
   return tasks
 
 
-def _original_rate(path):
-  """The file's own sample rate from its header (None when the header cannot be read this way)."""
-  import soundfile  # pylint: disable=g-import-not-at-top  (already imported by audio)
-  try:
-    return int(soundfile.info(path).samplerate)
-  except Exception:  # libsndfile raises several types; load_audio then fell back to audioread.
-    try:
-      import audioread  # pylint: disable=g-import-not-at-top
-      with audioread.audio_open(path) as reader:
-        return int(reader.samplerate)
-    except Exception:
-      return None
-
-
 def _segment(wave, spec: common.ExampleSpec):
   """The [start_s, end_s) part of a 16 kHz waveform; DataError when it lies outside the recording."""
   if not spec.start_s and spec.end_s is None:
@@ -215,7 +201,9 @@ def load_task(task: _Task) -> _Result:
   if notes.peak > 1.0:
     result.warnings.append({"kind": "out_of_range", "path": path,
                             "detail": f"peak {notes.peak:.3g} outside [-1, 1]; kept as is"})
-  rate = _original_rate(task.file)
+  if notes.channels > 1:
+    result.warnings.append({"kind": "downmixed", "path": path, "detail": f"{notes.channels} channels averaged"})
+  rate = notes.sample_rate
   for spec in task.specs:
     try:
       _add_examples(result, spec, _segment(wave, spec), rate, task.chunk_seconds)
@@ -444,6 +432,19 @@ def split_warnings(manifest: dict) -> list[str]:
   return out
 
 
+def _rate_lines(rates: dict) -> list:
+  """A note on the files' own sample rates when they differ or some are below the records' rate."""
+  low = [int(r) for r in rates if int(r) < audio.SAMPLE_RATE]
+  if len(rates) < 2 and not low:
+    return []
+  listed = ", ".join(f"{r} Hz x {n}" for r, n in sorted(rates.items(), key=lambda item: -item[1]))
+  line = f"source sample rates: {listed}; all stored at {audio.SAMPLE_RATE} Hz"
+  if low:
+    line += (f" (a file holds nothing above half its rate: the {min(low)} Hz one(s) nothing above "
+             f"{min(low) // 2} Hz)")
+  return [line]
+
+
 def summary(manifest: dict, output) -> str:
   splits = ", ".join(f"{name} {n}" for name, n in manifest["counts"].items())
   subjects = ", ".join(f"{name} {n}" for name, n in manifest.get("subject_counts", {}).items())
@@ -464,7 +465,9 @@ def summary(manifest: dict, output) -> str:
                "every other column became metadata)")
   lines.append(f"metadata: {', '.join(manifest.get('metadata_keys', [])) or 'none'}")
   lines += [f"warning: {w}" for w in split_warnings(manifest)]
-  for kind, text in (("truncated", "truncated file(s) kept (data shorter than the header says)"),
+  lines += _rate_lines(manifest.get("source_sample_rates", {}))
+  for kind, text in (("downmixed", "multi-channel file(s) averaged to mono (--option=downmix=true)"),
+                     ("truncated", "truncated file(s) kept (data shorter than the header says)"),
                      ("out_of_range", "file(s) with samples outside [-1, 1] kept (reject them with "
                                       "--option=reject_out_of_range=true)")):
     listed = [w for w in manifest.get("warnings", []) if w["kind"] == kind]

@@ -19,7 +19,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from scipy import stats
 
 INIT_STD = 0.01  # OPERA's weights_init: N(0, 0.01) weights, zero biases
 # OPERA's linear-probe protocol: Adam, learning rate decayed x0.97 per epoch, L2 on the weights,
@@ -197,12 +196,34 @@ def predict_ols(w, b, x):
 # Metrics (numpy).
 # ----------------------------------------------------------------------------------------------------
 
-def _binary_auroc(score, positive) -> float:
-  """Mann-Whitney form with average ranks for ties (sklearn's roc_auc_score)."""
-  n_pos = int(positive.sum())
-  n_neg = positive.size - n_pos
-  ranks = stats.rankdata(score)
-  return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+def weighted_auroc(score, positive, weights) -> np.ndarray:
+  """Binary AUROC of one score vector under each row of `weights` [B, n]: [B] (NaN where undefined).
+
+  The Mann-Whitney statistic with a pair (i, j) counted w_i * w_j times and ties counting 1/2: with
+  integer weights, exactly sklearn's roc_auc_score on the rows repeated that often (a bootstrap
+  resample). One sort serves every weight row.
+  """
+  score, positive = np.asarray(score, np.float64), np.asarray(positive, bool)
+  order = np.argsort(score, kind="mergesort")
+  starts = np.r_[0, np.flatnonzero(np.diff(score[order])) + 1]  # first row of each group of tied scores
+  weights = np.asarray(weights, np.float64)[:, order]
+  pos = np.add.reduceat(weights * positive[order], starts, axis=1)
+  neg = np.add.reduceat(weights * ~positive[order], starts, axis=1)
+  negatives_below = np.cumsum(neg, axis=1) - neg
+  pairs = pos.sum(1) * neg.sum(1)
+  wins = (pos * (negatives_below + 0.5 * neg)).sum(1)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(pairs > 0, wins / pairs, np.nan)
+
+
+def weighted_macro_auroc(probabilities, labels, num_classes: int, weights) -> np.ndarray:
+  """Macro one-vs-rest AUROC under each weight row ([B]); classes without both sides are left out."""
+  probabilities, labels = np.asarray(probabilities, np.float64), np.asarray(labels)
+  classes = [1] if num_classes == 2 else range(num_classes)
+  per_class = np.stack([weighted_auroc(probabilities[:, c], labels == c, weights) for c in classes])
+  defined = np.isfinite(per_class)
+  with np.errstate(invalid="ignore"):
+    return np.where(defined.any(0), np.nansum(per_class, 0) / defined.sum(0), np.nan)
 
 
 def auroc(probabilities, labels, num_classes: int) -> float:
@@ -210,11 +231,8 @@ def auroc(probabilities, labels, num_classes: int) -> float:
 
   NaN when no class has both positives and negatives.
   """
-  probabilities, labels = np.asarray(probabilities, np.float64), np.asarray(labels)
-  classes = [1] if num_classes == 2 else range(num_classes)
-  scores = [_binary_auroc(probabilities[:, c], labels == c) for c in classes
-            if 0 < (labels == c).sum() < labels.size]
-  return float(np.mean(scores)) if scores else float("nan")
+  ones = np.ones((1, len(labels)))
+  return float(weighted_macro_auroc(probabilities, labels, num_classes, ones)[0])
 
 
 def mae(y_true, y_pred) -> float:

@@ -491,7 +491,7 @@ def write_audio_records(out_dir, examples: Iterable[dict], *, dataset: str, num_
     seen, label_keys, sample_rate = set(), set(), None
     first_with_audio, duplicates_within_split = {}, []  # audio sha256 -> (id, split)
     subjects, label_counts = {}, {}  # split -> subject ids; split -> label -> value -> count
-    metadata_keys = set()
+    metadata_keys, source_rates = set(), {}
     for ex in examples:
       ex = validate_audio_example({"dataset": dataset, **ex} if isinstance(ex, dict) else ex)
       if ex["dataset"] != dataset:
@@ -516,6 +516,9 @@ def write_audio_records(out_dir, examples: Iterable[dict], *, dataset: str, num_
                                   "earlier examples (resample at ingestion)")
       label_keys.update(ex["labels"])
       metadata_keys.update(ex["metadata"])
+      rate = ex["metadata"].get("original_sample_rate")
+      if rate:
+        source_rates[str(rate)] = source_rates.get(str(rate), 0) + 1
       subjects.setdefault(ex["split"], set()).add(ex["subject_id"] or ex["id"])
       for key, value in ex["labels"].items():
         counts = label_counts.setdefault(ex["split"], {}).setdefault(key, {})
@@ -544,6 +547,7 @@ def write_audio_records(out_dir, examples: Iterable[dict], *, dataset: str, num_
         "records_sha256": {name: w.content_sha256() for name, w in sorted(splits.items())},
         "label_keys": sorted(label_keys),
         "metadata_keys": sorted(metadata_keys),
+        "source_sample_rates": source_rates,   # the files' own rates (prepare's original_sample_rate)
         "subject_counts": {name: len(ids) for name, ids in sorted(subjects.items())},
         "label_counts": {name: {k: dict(sorted(v.items())) for k, v in sorted(counts.items())}
                          for name, counts in sorted(label_counts.items())},

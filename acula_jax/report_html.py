@@ -12,6 +12,7 @@ import numpy as np
 import threadpoolctl
 
 from acula_jax import probe
+from acula_jax import scoring
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
            "#bcbd22", "#7f7f7f")
@@ -206,39 +207,50 @@ def embedding_maps(task, index: list, features_by_encoder: dict, *, max_points: 
 # ----------------------------------------------------------------------------------------------------
 
 def _table(results: dict) -> str:
-  from acula_jax import evaluate  # pylint: disable=g-import-not-at-top  (evaluate imports this module)
   names = results["encoders"]
   head = "".join(f"<th>{_esc(n)}</th>" for n in names)
   rows = []
   for task, by_encoder in results["tasks"].items():
-    best = evaluate.best_encoder(by_encoder)
-    cells = []
-    for n in names:
-      o = by_encoder.get(n)
-      if o is None:
-        cells.append("<td>-</td>")
-        continue
-      text = f"{o['mean']:.3f} ± {o['std']:.3f}"
-      if o["metric"] == "mae":
-        text += f" ({o['mape_mean']:.1f}%)"
-      cells.append(f'<td class="best">{_esc(text)}</td>' if n == best else f"<td>{_esc(text)}</td>")
-    metric = "MAE (MAPE)" if next(iter(by_encoder.values()))["metric"] == "mae" else "AUROC"
-    rows.append(f'<tr><td><a href="#task-{_esc(task)}">{_esc(task)}</a></td><td>{metric}</td>{"".join(cells)}</tr>')
-  return f"<table><tr><th>task</th><th>metric</th>{head}</tr>{''.join(rows)}</table>"
+    for level in scoring.levels_of(by_encoder):
+      outcomes = {n: scoring.at_level(o, level) for n, o in by_encoder.items()}
+      best = scoring.best_encoder(outcomes)
+      cells = [("<td>-</td>" if n not in outcomes else
+                ('<td class="best">' if n == best else "<td>") + f"{_esc(scoring.cell_text(outcomes[n]))}</td>")
+               for n in names]
+      metric = "MAE (MAPE)" if next(iter(outcomes.values()))["metric"] == "mae" else "AUROC"
+      rows.append(f'<tr><td><a href="#task-{_esc(task)}">{_esc(task)}</a></td><td>{level}</td><td>{metric}</td>'
+                  f'{"".join(cells)}</tr>')
+  return f"<table><tr><th>task</th><th>level</th><th>metric</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _sizes_table(results: dict) -> str:
+  rows = []
+  for task in results["tasks"]:
+    sizes = results["task_info"][task]["sizes"]
+    cells = "".join(f"<td>{_esc(scoring.side_text(sizes[side]))}</td>" for side in ("train", "valid", "test"))
+    rows.append(f"<tr><td>{_esc(task)}</td><td>{sizes['folds']}</td>{cells}</tr>")
+  return ("<table><tr><th>task</th><th>folds</th><th>train</th><th>valid</th><th>test</th></tr>"
+          f"{''.join(rows)}</table><p class=\"note\">Recordings / subjects (class counts); with several folds, "
+          "train and valid are the mean per fold and test is every fold's test set together.</p>")
 
 
 def _task_section(task: str, results: dict, details: dict) -> str:
   info = results.get("task_info", {}).get(task, {})
-  outcomes = results["tasks"][task]
+  # The figures show recordings; so do their numbers where the recording level was scored.
+  outcomes = {n: scoring.at_level(o, "recording") or o for n, o in results["tasks"][task].items()}
+  level = next(iter(outcomes.values())).get("level", "recording")
   by_encoder = details.get(task, {})
   if info.get("kind") == "regression":
     figure = scatter_svg(task, by_encoder, outcomes)
     caption = "Predicted vs true (held-out folds pooled, predictions averaged over seeds)."
   else:
     figure = roc_svg(task, by_encoder, outcomes, len(info.get("classes", [])) or 2)
-    caption = ("ROC curves of the first probe seed's test predictions (macro average of one-vs-rest curves "
-               "for more than two classes); the legend gives the mean test AUROC over seeds.")
+    caption = ("ROC curves of the first probe seed's test predictions per recording (macro average of "
+               "one-vs-rest curves for more than two classes); the legend gives the mean test AUROC over seeds "
+               f"at the {level} level.")
   facts = ", ".join(f"{k}: {_esc(info[k])}" for k in ("dataset", "label", "protocol", "head") if info.get(k))
+  if info.get("note"):
+    facts += f"<br>{_esc(info['note'])}"
   return (f'<section id="task-{_esc(task)}"><h3>{_esc(task)}</h3><p class="note">{_esc(info.get("description", ""))}'
           f"<br>{facts}</p><figure>{figure}<figcaption>{caption}</figcaption></figure></section>")
 
@@ -254,13 +266,13 @@ def render(results: dict, details: dict, maps: list) -> str:
   parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            "<title>acula_jax evaluation</title>", f"<style>{STYLE}</style></head><body>",
            "<h1>Frozen-feature evaluation</h1>",
-           f'<p class="note">Probe: {_esc(probe_config)}. Classification: test macro AUROC, mean ± std over '
-           "seeds; regression: MAE (MAPE) mean ± std over leave-one-subject-out folds. Best per task in bold.</p>",
-           "<h2>Results</h2>", _table(results)]
+           f'<p class="note">Probe: {_esc(probe_config)}. {_esc(scoring.explanation(results))}</p>',
+           "<h2>Results</h2>", _table(results), "<h2>Sizes</h2>", _sizes_table(results)]
   if skipped:
     parts.append(f"<h2>Skipped tasks</h2><ul>{skipped}</ul>")
   parts += ["<h2>Per task</h2>", *sections]
   if map_figures:
-    parts += ["<h2>Embedding maps (before and after alignment)</h2>", *map_figures]
+    comparison = " (before and after alignment)" if results.get("scoring", {}).get("comparison") == "alignment" else ""
+    parts += [f"<h2>Embedding maps{comparison}</h2>", *map_figures]
   parts.append("</body></html>")
   return "\n".join(parts) + "\n"

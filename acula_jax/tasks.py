@@ -506,3 +506,28 @@ def make_folds(task: Task, index: list, *, seed: int = 0, check: bool = True) ->
   if not folds.folds:
     raise ValueError(f"task {task.name}: no usable fold ({folds.skipped})")
   return folds
+
+
+def _side_size(task, index, rows) -> dict:
+  out = {"recordings": len(rows), "subjects": len({str(index[r]["subject_id"]) for r in rows})}
+  if not task.is_regression:
+    values = [index[r]["labels"][task.label_key] for r in rows]
+    out["classes"] = {str(c): values.count(c) for c in task.classes}
+  return out
+
+
+def _mean_size(sizes: list):
+  """The per-fold mean of side sizes (nested dicts of counts), rounded."""
+  if isinstance(sizes[0], dict):
+    return {k: _mean_size([s[k] for s in sizes]) for k in sizes[0]}
+  return int(round(float(np.mean(sizes))))
+
+
+def fold_sizes(task: Task, index: list, folds: Folds) -> dict:
+  """Recordings, subjects and class counts per side: train/valid of one fold (the mean per fold when
+  there are several), test of every fold together."""
+  out = {"folds": len(folds.folds)}
+  for side in ("train", "valid"):
+    out[side] = _mean_size([_side_size(task, index, getattr(f, side)) for f in folds.folds])
+  out["test"] = _side_size(task, index, np.concatenate([f.test for f in folds.folds]))
+  return out

@@ -308,7 +308,8 @@ def train_and_evaluate(config, workdir) -> dict:
   if config.eval.tasks:
     before = f"init from {config.init_from}" if config.init_from else "random init"
     after = f"aligned ({config.loss.alignment})" if teacher else "MAE trained"
-    evaluate.evaluate_encoders(config, workdir / "eval", {before: initial_encoder, after: model.encoder})
+    evaluate.evaluate_encoders(config, workdir / "eval", {before: initial_encoder, after: model.encoder},
+                               comparison="alignment" if teacher else "")
   return metrics
 
 

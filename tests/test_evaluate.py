@@ -178,7 +178,14 @@ def test_evaluate_encoders_writes_results_and_reuses_cached_features(tiny_corpus
   outcome = saved["tasks"]["heart_murmur"]["before"]
   assert outcome["metric"] == "auroc" and len(outcome["per_seed"]) == config.eval.probe.seeds
   assert saved["task_info"]["heart_murmur"]["protocol"] == "official"
-  assert "| task | metric |" in (tmp_path / "eval" / "results.md").read_text()
+  # Two clips per subject in the corpus: both levels by default, with the subject level nested.
+  assert outcome["level"] == "recording" and outcome["subject"]["level"] == "subject"
+  assert outcome["subject"]["num_test"] * 2 == outcome["num_test"] == outcome["num_test_subjects"] * 2
+  markdown = (tmp_path / "eval" / "results.md").read_text()
+  assert "| heart_murmur | recording | AUROC |" in markdown and "| heart_murmur | subject | AUROC |" in markdown
+  sizes = saved["task_info"]["heart_murmur"]["sizes"]
+  assert sizes["test"]["recordings"] == outcome["num_test"] and sizes["test"]["subjects"] * 2 == outcome["num_test"]
+  assert sum(sizes["train"]["classes"].values()) == sizes["train"]["recordings"] == outcome["num_train"]
   svgs = _check_html((tmp_path / "eval" / "report.html").read_text())
   assert len(svgs) == 2   # the ROC figure and the t-SNE map
   assert 'aria-label="ROC curves of heart_murmur"' in svgs[0]
@@ -204,7 +211,7 @@ def test_cli_encoders_from_exports(tiny_corpus, encoder, tmp_path):
   assert evaluate.workdir_encoders(workdir) == [("aligned (linear_cka)", str(workdir / "export"))]
   cfg = types.SimpleNamespace(workdir=str(workdir), encoder=[f"exported={workdir}"], checkpoint="", baselines="",
                               seeds=2, epochs=8, feature_batch_size=8, data_root=str(tmp_path / "root"),
-                              tsne_points=0)
+                              tsne_points=0, aggregate="both", subject_score="max", bootstrap=50)
   setup = evaluate._cli_setup(cfg)  # pylint: disable=protected-access
   exported = setup.encoders[0]
   assert exported.frames == 32 and exported._module is None   # pylint: disable=protected-access
@@ -212,6 +219,9 @@ def test_cli_encoders_from_exports(tiny_corpus, encoder, tmp_path):
   task = dataclasses.replace(tasks.get("heart_murmur"), records_dir=str(tiny_corpus / "records"))
   results = evaluate.run([task, tasks.get("t7_icbhi_copd")], setup)   # the second has no records: skipped
   assert list(results["tasks"]) == ["heart_murmur"] and "t7_icbhi_copd" not in results["tasks"]
+  assert results["scoring"] == {"aggregate": "both", "subject_score": "max", "bootstrap": 50, "comparison": ""}
+  low, high = results["tasks"]["heart_murmur"]["exported"]["subject"]["ci95"]
+  assert 0 <= low <= high <= 1
   assert "--option=task=copd" in results["skipped_tasks"]["t7_icbhi_copd"]
   # Loading the export gives back the parameters it was made from.
   module = exported.module()
@@ -220,9 +230,12 @@ def test_cli_encoders_from_exports(tiny_corpus, encoder, tmp_path):
 
 def test_report_renders_regression_and_classification():
   rng = np.random.default_rng(0)
+  side = {"recordings": 12, "subjects": 4, "classes": {"p": 5, "q": 4, "r": 3}}
+  sizes = {"folds": 1, "train": side, "valid": side, "test": side}
   results = {"encoders": ["a", "b"], "probe": {"seeds": 2}, "skipped_tasks": {"x": "no records"},
-             "task_info": {"cls": {"kind": "classification", "classes": ["p", "q", "r"], "description": "d <&>"},
-                           "reg": {"kind": "regression", "classes": []}},
+             "task_info": {"cls": {"kind": "classification", "classes": ["p", "q", "r"], "description": "d <&>",
+                                   "sizes": sizes},
+                           "reg": {"kind": "regression", "classes": [], "sizes": sizes}},
              "tasks": {"cls": {n: {"metric": "auroc", "mean": 0.7, "std": 0.1} for n in "ab"},
                        "reg": {n: {"metric": "mae", "mean": 1.5, "std": 0.2, "mape_mean": 9.0} for n in "ab"}}}
   details = {"cls": {n: {"y": rng.integers(0, 3, 40), "proba": rng.dirichlet(np.ones(3), 40)} for n in "ab"},
@@ -233,6 +246,11 @@ def test_report_renders_regression_and_classification():
   svgs = _check_html(page)
   assert len(svgs) == 3 and "d &lt;&amp;&gt;" in page and "no records" in page
   assert page.count('<td class="best">') == 2
+  assert "12 rec / 4 subj (p 5, q 4, r 3)" in page
+  # Encoders named on the command line are not called "before and after alignment"; a run's own pair is.
+  assert "alignment" not in page
+  results["scoring"] = {"comparison": "alignment"}
+  assert "Embedding maps (before and after alignment)" in report_html.render(results, details, maps)
   fpr, tpr = report_html.macro_roc(details["cls"]["a"]["proba"], details["cls"]["a"]["y"], 3)
   assert np.trapezoid(tpr, fpr) == pytest.approx(probe.auroc(details["cls"]["a"]["proba"], details["cls"]["a"]["y"], 3),
                                                  abs=0.03)

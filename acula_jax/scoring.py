@@ -1,0 +1,210 @@
+"""From a probe's test predictions to a task's numbers: levels, the protocol's combination, intervals.
+
+Levels. Clinicians diagnose patients, and cardio-respiratory datasets record several sites per patient.
+`recording` scores every recording; `subject` first turns each subject's recordings into one score (the
+mean of their class probabilities, or the max; regression: the mean prediction) and scores subjects.
+Subject level needs one label per subject in the task (`conflicting_subjects`). `levels_for` picks the
+levels an `--aggregate` request means for one task: `auto` is both where some subject has several
+recordings, else recording.
+
+Combination (`tasks.Folds.aggregate`). `single`: the one test set; `mean`: each fold's metric, then the
+mean over folds; `pooled`: every fold's test predictions pooled into one set; `per_fold` (regression
+leave-one-out): each fold's MAE, mean ± std over folds (OPERA's convention). Classification reports
+mean ± std over probe seeds.
+
+Intervals. `ci95` is a 95% percentile interval over `bootstrap` resamples of the test subjects: each
+replicate draws, inside every scored part, its subjects with replacement (a subject's recordings travel
+together), recomputes every seed's metric with those multiplicities, and averages over seeds as the
+headline number does. It covers which patients were tested, given the fitted probes; the training split
+is fixed.
+"""
+import dataclasses
+
+import numpy as np
+
+from acula_jax import probe
+
+AGGREGATES = ("auto", "recording", "subject", "both")
+SUBJECT_SCORES = ("mean", "max")
+
+
+@dataclasses.dataclass
+class Part:
+  """Test predictions scored together: one fold's test set, or several folds pooled."""
+  name: str
+  y: np.ndarray          # [n] class indices or regression targets
+  pred: np.ndarray       # [S, n, C] probabilities, or [S, n] predictions
+  subjects: np.ndarray   # [n] subject ids: the bootstrap's clusters
+
+
+def levels_for(aggregate: str, subject_ids: list) -> tuple:
+  """The levels an --aggregate value means for a task whose rows have these subject ids."""
+  if aggregate not in AGGREGATES:
+    raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+  if aggregate == "auto":
+    repeated = len(set(subject_ids)) < len(subject_ids)
+    return ("recording", "subject") if repeated else ("recording",)
+  return {"recording": ("recording",), "subject": ("subject",), "both": ("recording", "subject")}[aggregate]
+
+
+def conflicting_subjects(subject_ids: list, targets: list) -> list:
+  """Subjects whose recordings carry more than one label value in a task (sorted)."""
+  seen = {}
+  for subject, target in zip(subject_ids, targets):
+    seen.setdefault(subject, set()).add(target)
+  return sorted(s for s, values in seen.items() if len(values) > 1)
+
+
+def by_subject(part: Part, how: str = "mean") -> Part:
+  """One row per subject: its recordings' predictions averaged (or their max), its (single) label."""
+  if how not in SUBJECT_SCORES:
+    raise ValueError(f"subject score must be one of {SUBJECT_SCORES}, got {how!r}")
+  subjects, inverse = np.unique(part.subjects, return_inverse=True)
+  rows = [np.flatnonzero(inverse == k) for k in range(len(subjects))]
+  reduce = np.max if how == "max" and part.pred.ndim == 3 else np.mean
+  pred = np.stack([reduce(part.pred[:, r], axis=1) for r in rows], axis=1)
+  return Part(part.name, np.asarray([part.y[r[0]] for r in rows]), pred, subjects)
+
+
+def parts_of(folds, fold_predictions: list, targets: np.ndarray, subject_ids: np.ndarray) -> list:
+  """The scored parts of a protocol: one pooled part, or one per fold (`mean`, `per_fold`)."""
+  parts = [Part(f.name, targets[f.test], np.asarray(p), subject_ids[f.test])
+           for f, p in zip(folds.folds, fold_predictions)]
+  if folds.aggregate != "pooled":
+    return parts
+  return [Part("pooled", np.concatenate([p.y for p in parts]), np.concatenate([p.pred for p in parts], axis=1),
+               np.concatenate([p.subjects for p in parts]))]
+
+
+def cluster_weights(subjects: np.ndarray, num_samples: int, rng: np.random.Generator) -> np.ndarray:
+  """[num_samples, n] multiplicities of each row when subjects are drawn with replacement."""
+  unique, inverse = np.unique(subjects, return_inverse=True)
+  draws = rng.integers(0, len(unique), size=(num_samples, len(unique)))
+  counts = np.stack([np.bincount(d, minlength=len(unique)) for d in draws])
+  return counts[:, inverse].astype(np.float64)
+
+
+def _weighted_metric(part: Part, weights: np.ndarray, num_classes: int) -> np.ndarray:
+  """[B, S]: every seed's metric under every weight row (AUROC, or MAE for regression)."""
+  if part.pred.ndim == 3:
+    y = part.y.astype(int)
+    return np.stack([probe.weighted_macro_auroc(p, y, num_classes, weights) for p in part.pred], axis=1)
+  errors = np.abs(part.pred - part.y[None])                  # [S, n]
+  return (weights @ errors.T) / weights.sum(1, keepdims=True)
+
+
+def _nanmean(values, axis):
+  """Mean over the finite entries; NaN (without numpy's warning) where there are none."""
+  finite = np.isfinite(values)
+  count = finite.sum(axis)
+  total = np.where(finite, values, 0.0).sum(axis)
+  return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _summary(values) -> dict:
+  values = np.asarray(values, np.float64)
+  return {"mean": float(np.nanmean(values)), "std": float(np.nanstd(values))}
+
+
+def _bootstrap(parts: list, aggregate: str, num_classes: int, num_samples: int, seed: int) -> np.ndarray:
+  """[num_samples] replicates of the headline number (see the module docstring)."""
+  rng = np.random.default_rng(seed)
+  if aggregate == "per_fold":  # one subject per fold: resampling subjects resamples folds
+    fold_subjects = np.asarray([p.subjects[0] for p in parts])
+    weights = cluster_weights(fold_subjects, num_samples, rng)
+    fold_values = np.asarray([_weighted_metric(p, np.ones((1, len(p.y))), num_classes)[0].mean() for p in parts])
+    return (weights @ fold_values) / weights.sum(1)
+  per_part = [_nanmean(_weighted_metric(p, cluster_weights(p.subjects, num_samples, rng), num_classes), axis=1)
+              for p in parts]
+  return _nanmean(np.stack(per_part), axis=0)
+
+
+def score(parts: list, aggregate: str, *, regression: bool, num_classes: int = 2, bootstrap: int = 0,
+          seed: int = 0) -> dict:
+  """The outcome of one level: metric, mean ± std (over seeds, or folds for `per_fold`), per-seed or
+  per-fold values, and with `bootstrap` > 0 the subject-bootstrap `ci95`."""
+  ones = lambda p: np.ones((1, len(p.y)))
+  values = np.stack([_weighted_metric(p, ones(p), num_classes)[0] for p in parts])   # [P, S]
+  if regression:
+    mapes = np.stack([[probe.mape(p.y, s) for s in p.pred] for p in parts])
+    if aggregate == "per_fold":
+      out = {"metric": "mae", **_summary(values.mean(1)), "per_fold": {p.name: float(v) for p, v in
+                                                                       zip(parts, values.mean(1))}}
+      mape = _summary(mapes.mean(1))
+    else:
+      out = {"metric": "mae", **_summary(values[0]), "per_seed": [float(v) for v in values[0]]}
+      mape = _summary(mapes[0])
+    out.update(mape_mean=mape["mean"], mape_std=mape["std"])
+  else:
+    per_seed = _nanmean(values, axis=0)
+    out = {"metric": "auroc", **_summary(per_seed), "per_seed": [float(v) for v in per_seed]}
+    if aggregate == "mean":
+      out["per_fold"] = {p.name: float(_nanmean(v, axis=0)) for p, v in zip(parts, values)}
+  if bootstrap:
+    replicates = _bootstrap(parts, aggregate, num_classes, bootstrap, seed)
+    low, high = np.nanpercentile(replicates, [2.5, 97.5])
+    out["ci95"] = [float(low), float(high)]
+  out["num_test"] = int(sum(len(p.y) for p in parts))
+  out["num_test_subjects"] = int(sum(len(set(p.subjects.tolist())) for p in parts))
+  return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Presenting outcomes (results.md and report.html share these).
+# ----------------------------------------------------------------------------------------------------
+
+LEVELS = ("recording", "subject")
+
+
+def at_level(outcome: dict, level: str):
+  """The part of an encoder's task outcome for one level (None when that level was not scored)."""
+  return outcome if outcome.get("level", "recording") == level else outcome.get(level)
+
+
+def levels_of(by_encoder: dict) -> list:
+  """The levels a task was scored at, the headline one first."""
+  first = next(iter(by_encoder.values()))
+  return [first.get("level", "recording")] + [l for l in LEVELS if isinstance(first.get(l), dict)]
+
+
+def best_encoder(by_encoder: dict) -> str:
+  """The encoder with the best mean: highest AUROC, lowest MAE."""
+  items = [(n, r) for n, r in by_encoder.items() if np.isfinite(r["mean"])]
+  if not items:
+    return ""
+  sign = -1.0 if items[0][1]["metric"] == "mae" else 1.0
+  return max(items, key=lambda item: sign * item[1]["mean"])[0]
+
+
+def cell_text(outcome: dict) -> str:
+  """'mean ± std [low, high]' (MAE cells add the MAPE in %)."""
+  text = f"{outcome['mean']:.3f} ± {outcome['std']:.3f}"
+  if outcome["metric"] == "mae":
+    text += f" ({outcome['mape_mean']:.1f}%)"
+  if "ci95" in outcome:
+    text += f" [{outcome['ci95'][0]:.3f}, {outcome['ci95'][1]:.3f}]"
+  return text
+
+
+def side_text(size: dict) -> str:
+  """'70 rec / 23 subj (normal 40, murmur 30)' for one side of a task's folds."""
+  text = f"{size['recordings']} rec / {size['subjects']} subj"
+  if size.get("classes"):
+    text += " (" + ", ".join(f"{c} {n}" for c, n in size["classes"].items()) + ")"
+  return text
+
+
+def explanation(results: dict) -> str:
+  """What the numbers of a results table are (one paragraph)."""
+  settings = results.get("scoring", {})
+  seeds = results["probe"]["seeds"]
+  text = (f"Classification: test macro AUROC, mean ± std over {seeds} probe seeds (linear probe on frozen "
+          "features; leave-one-out tasks pool the held-out predictions). Regression: MAE (MAPE), mean ± std "
+          "over leave-one-subject-out folds (over seeds on a single split).")
+  if settings.get("bootstrap"):
+    text += (f" [low, high]: 95% interval over {settings['bootstrap']} resamples of the test subjects "
+             "(a subject's recordings together), for the fitted probes.")
+  text += (f" Level `subject`: each subject's recordings scored as one ({settings.get('subject_score', 'mean')} "
+           "of their probabilities; regression: mean prediction); `recording`: every recording on its own."
+           " Best per task and level in bold.")
+  return text

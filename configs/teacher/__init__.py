@@ -1,0 +1,1 @@
+"""Teacher (text encoder) configs for acula_jax.precompute."""
