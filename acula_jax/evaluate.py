@@ -20,18 +20,24 @@ What happens:
    cached under W/eval/features/, keyed by the records (the hash of their content, so every task on the
    same records shares them), the split, the encoder's
    parameter or checkpoint hash and the feature config (front end, window); a rerun reads them back.
-2. Heads. Classification: OPERA's linear probe (`acula_jax.probe`: Adam 1e-4 decayed x0.97 per
-   epoch, L2 1e-5, 64 epochs, clip 1.0, best validation AUROC) on standardised features for every
-   seed at once; test macro AUROC, mean ± std over seeds. Regression: leave-one-subject-out with
+2. Folds (--protocol): each task's own protocol (`official`, OPERA's), or subject-grouped,
+   label-stratified K-fold CV repeated R times (`cv:K`, `repeated_cv:K:R`) for tasks whose own protocol
+   is a single split. Heads (--probes): `opera`, OPERA's linear probe (`acula_jax.probe`: Adam 1e-4
+   decayed x0.97 per epoch, L2 1e-5, 64 epochs, clip 1.0, best validation AUROC) on standardised
+   features, every fold and seed in one program; `logreg`, L2 logistic regression with C chosen by
+   inner subject-grouped 3-fold CV on each fold's training rows. Regression: leave-one-subject-out with
    OPERA's head (MLP, or least squares for MMLung), MAE and MAPE, mean ± std over folds.
 3. Scores (`acula_jax.scoring`), at the levels of --aggregate: per recording, and per subject (each
    subject's recordings as one: the mean, or with --subject_score=max the max, of their probabilities).
    The default `auto` scores both where a subject has several recordings in a task; a task whose
    subjects' recordings disagree on the label keeps the recording level only, with a note. Each number
    carries a 95% interval from --bootstrap resamples of the test subjects.
-4. Output in W/eval/: results.json (every number, per seed and fold, both levels, and each task's
-   recordings, subjects and class counts per side), results.md (the tables, best per task and level in
-   bold) and report.html (the tables, ROC curves, predicted-vs-true plots, t-SNE maps).
+4. Paired comparisons (--compare=A:B): A - B per task on the same folds and subjects, with a paired
+   subject-bootstrap interval and p-value, and the mean over tasks (`scoring.paired`).
+5. Output in W/eval/: results.json (every number, per seed and fold, both levels, comparisons, and each
+   task's recordings, subjects and class counts per side), results.md (the tables, best per task and
+   level in bold, comparisons starred where the interval excludes 0) and report.html (the tables, ROC
+   curves, predicted-vs-true plots, intervals, forest plots of the comparisons, t-SNE maps).
 
 `evaluate_encoders(config, out_dir, encoders)` is the same evaluation for `train.train_and_evaluate`.
 """
@@ -419,27 +425,68 @@ def _probe_config(base: dict, task) -> dict:
   return config
 
 
-def _standardized(features, fold, standardize: bool):
-  parts = [features[fold.train], features[fold.valid], features[fold.test]]
-  return probe.standardize(*parts) if standardize else parts
+def _standardized(features, fold):
+  return probe.standardize(features[fold.train], features[fold.valid], features[fold.test])
 
 
-def _classify_fold(task, features, targets, fold, config, seeds):
-  """Test probabilities [S, n_test, C] of every seed's probe on one fold."""
-  x_tr, x_va, x_te = _standardized(features, fold, config.get("standardize", True))
-  y_tr, y_va = targets[fold.train].astype(np.int32), targets[fold.valid].astype(np.int32)
-  if not len(y_va):  # nothing to select an epoch on: the training set stands in
-    x_va, y_va = x_tr, y_tr
-  w, b, _ = probe.train_probes(
-      jnp.arange(seeds), x_tr, y_tr, x_va, y_va, num_classes=len(task.classes), epochs=config["epochs"],
-      batch_size=config["batch_size"], learning_rate=config["learning_rate"], decay=config["decay"],
-      l2=config["l2"], clip=config.get("clip", 1.0))
-  return np.asarray(probe.predict_proba(w, b, x_te))
+def _padded(row_lists) -> tuple:
+  """([F, T] rows padded with each list's first row, [F] real counts)."""
+  slots = max(len(r) for r in row_lists)
+  rows = np.stack([np.pad(r, (0, slots - len(r)), mode="edge") for r in row_lists])
+  return rows, np.asarray([len(r) for r in row_lists])
+
+
+def _classify_folds(task, features, targets, folds, config, seeds) -> list:
+  """Test probabilities [S, n_test, C] of every seed's OPERA probe on every fold (one program)."""
+  train_rows, num_train = _padded([f.train for f in folds])
+  # A fold without validation rows selects its epoch on the training rows.
+  val_rows, num_val = _padded([f.valid if len(f.valid) else f.train for f in folds])
+  labels = np.nan_to_num(targets, nan=0.0).astype(np.int32)
+  proba, _ = probe.train_probes(
+      jnp.arange(seeds), features, labels, train_rows, num_train, val_rows, num_val,
+      num_classes=len(task.classes),
+      epochs=config["epochs"], batch_size=config["batch_size"], learning_rate=config["learning_rate"],
+      decay=config["decay"], l2=config["l2"], clip=config.get("clip", 1.0))
+  proba = np.asarray(proba)
+  return [proba[k][:, fold.test] for k, fold in enumerate(folds)]
+
+
+def _logistic_folds(task, index, features, targets, folds, *, inner_folds=3, grid=probe.LOGREG_C_GRID) -> list:
+  """Test probabilities [1, n_test, C] of an L2 logistic regression per fold, its C chosen by
+  subject-grouped inner cross-validation on the fold's training and validation rows (ties: smaller C)."""
+  weights, held_out = [], []   # per fit: training rows; the inner fold's held-out rows (None: final fit)
+  for fold in folds:
+    train = np.concatenate([fold.train, fold.valid])
+    inner = tasks_lib.grouped_kfold(task, index, sorted(train.tolist()), inner_folds, seed=0)
+    for held in [*inner, None]:
+      w = np.zeros(len(features), np.float32)
+      w[train] = 1.0
+      if held is not None:
+        w[held] = 0.0
+      weights.append(w)
+      held_out.append(held)
+  labels = np.nan_to_num(targets, nan=0.0).astype(np.int32)
+  proba = np.asarray(probe.fit_logistic_path(features, labels, np.stack(weights), np.asarray(grid, np.float32),
+                                             num_classes=len(task.classes)))       # [G, fits, N, C]
+  per_fold = inner_folds + 1
+  out = []
+  for k, fold in enumerate(folds):
+    fits = range(k * per_fold, (k + 1) * per_fold - 1)
+    scores = np.full((len(grid), inner_folds), np.nan)
+    for j, m in enumerate(fits):
+      mask = np.zeros((1, len(features)))
+      mask[0, held_out[m]] = 1.0
+      scores[:, j] = [probe.weighted_macro_auroc(proba[g, m], labels, len(task.classes), mask)[0]
+                      for g in range(len(grid))]
+    finite = np.isfinite(scores)
+    mean = np.where(finite.any(1), np.where(finite, scores, 0).sum(1) / np.maximum(finite.sum(1), 1), -np.inf)
+    out.append(proba[int(np.argmax(mean)), (k + 1) * per_fold - 1][None, fold.test])
+  return out
 
 
 def _regress_fold(task, features, targets, fold, config, seeds):
   """Test predictions [S, n_test] (one row for the deterministic least-squares head)."""
-  x_tr, x_va, x_te = _standardized(features, fold, True)
+  x_tr, x_va, x_te = _standardized(features, fold)
   y_tr, y_va = targets[fold.train], targets[fold.valid]
   if task.head == "ols":
     w, b = probe.fit_ols(np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va]))
@@ -463,23 +510,36 @@ def _recording_detail(task, parts) -> dict:
   return {"y": y.astype(int), "proba": np.concatenate([p.pred[0] for p in parts])}
 
 
+PROBES = ("opera", "logreg")
+
+
 def probe_task(task, index: list, features: np.ndarray, probe_config: dict, *, seeds: int,
-               levels=("recording",), subject_score: str = "mean", bootstrap: int = 0):
+               levels=("recording",), subject_score: str = "mean", bootstrap: int = 0, protocol: str = "official",
+               probe_name: str = "opera", namespace: str = ""):
   """(outcome for results.json, details for the report) of one task on one feature matrix.
 
-  The outcome holds the first of `levels` (`scoring`), the subject level under "subject" when both are
-  asked for, and the fold sizes.
+  `protocol` (`tasks.effective_protocol`) gives the folds, `probe_name` the head (`opera`: OPERA's
+  linear probe over `seeds`; `logreg`: logistic regression, C by inner grouped CV; regression tasks
+  always use their own head). The outcome holds the first of `levels` (`scoring`), the subject level
+  under "subject" when both are asked for, and fold sizes; the details hold what the report plots and
+  each level's scored parts (for paired comparisons; subject ids prefixed by `namespace`).
   """
-  folds = tasks_lib.make_folds(task, index)
+  protocol = tasks_lib.effective_protocol(task, protocol)
+  folds = tasks_lib.make_folds(task, index, protocol=protocol)
   config = _probe_config(probe_config, task)
   targets = np.asarray([task.target(r["labels"]) if task.applies_to(r) else np.nan for r in index], np.float64)
-  fit = _regress_fold if task.is_regression else _classify_fold
-  predictions = [fit(task, features, targets, f, config, seeds) for f in folds.folds]
-  subject_ids = np.asarray([str(r["subject_id"]) for r in index])
+  if task.is_regression:
+    predictions = [_regress_fold(task, features, targets, f, config, seeds) for f in folds.folds]
+  elif probe_name == "logreg":
+    predictions = _logistic_folds(task, index, features, targets, folds.folds)
+  else:
+    predictions = _classify_folds(task, features, targets, folds.folds, config, seeds)
+  subject_ids = np.asarray([f"{namespace}/{r['subject_id']}" if namespace else str(r["subject_id"]) for r in index])
   parts = scoring.parts_of(folds, predictions, targets, subject_ids)
   by_level = {"recording": parts, "subject": [scoring.by_subject(p, subject_score) for p in parts]}
+  spread = "folds" if protocol.partition(":")[0] in ("cv", "repeated_cv") else "seeds"
   scored = {level: scoring.score(by_level[level], folds.aggregate, regression=task.is_regression,
-                                 num_classes=len(task.classes), bootstrap=bootstrap)
+                                 num_classes=len(task.classes), bootstrap=bootstrap, spread=spread)
             for level in levels}
   outcome = {**scored[levels[0]], "level": levels[0]}
   if len(levels) > 1:
@@ -487,10 +547,44 @@ def probe_task(task, index: list, features: np.ndarray, probe_config: dict, *, s
   # Per fold (the mean when there are several) for train/valid.
   per_fold = lambda side: int(round(np.mean([len(getattr(f, side)) for f in folds.folds])))
   outcome.update(num_train=per_fold("train"), num_valid=per_fold("valid"), num_folds=len(folds.folds),
-                 protocol=task.protocol)
+                 protocol=protocol, probe="opera" if task.is_regression else probe_name)
   if folds.skipped:
     outcome["skipped_folds"] = [f"{name}: {reason}" for name, reason in folds.skipped]
-  return outcome, _recording_detail(task, parts)
+  detail = _recording_detail(task, parts)
+  detail.update(parts={level: by_level[level] for level in levels}, aggregate=folds.aggregate)
+  return outcome, detail
+
+
+def column_name(encoder: str, probe_name: str, probes) -> str:
+  """The results column of an encoder under a probe: the encoder's name alone when only OPERA's probe runs."""
+  return encoder if tuple(probes) == ("opera",) else f"{encoder} · {probe_name}"
+
+
+def compare_tasks(results: dict, details: dict, pairs: list, probes, num_samples: int) -> dict:
+  """Paired differences A - B per task, probe and level, and their mean over tasks (`scoring.paired`)."""
+  out = {}
+  for a, b in pairs:
+    for probe_name in probes:
+      col_a, col_b = column_name(a, probe_name, probes), column_name(b, probe_name, probes)
+      for level in scoring.LEVELS:
+        rows, reps = {}, []
+        for task, by_column in details.items():
+          if col_a not in by_column or col_b not in by_column or level not in by_column[col_a]["parts"]:
+            continue
+          info = results["task_info"][task]
+          pair = scoring.paired(by_column[col_a]["parts"][level], by_column[col_b]["parts"][level],
+                                by_column[col_a]["aggregate"], regression=info["kind"] == tasks_lib.REGRESSION,
+                                num_classes=len(info["classes"]), num_samples=num_samples)
+          reps.append(pair.pop("replicates"))
+          rows[task] = pair
+        if not rows:
+          continue
+        entry = {"tasks": rows}
+        if len(rows) > 1:
+          diff = float(np.mean([r["diff"] for r in rows.values()]))
+          entry["mean_over_tasks"] = {"diff": diff, **scoring.difference_test(diff, np.mean(reps, axis=0))}
+        out.setdefault(f"{a} vs {b}", {}).setdefault(probe_name, {})[level] = entry
+  return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -515,6 +609,9 @@ class Setup:
   subject_score: str = "mean"      # scoring.SUBJECT_SCORES
   bootstrap: int = BOOTSTRAP_SAMPLES
   comparison: str = ""             # "alignment" when the encoders are a run's starting point and result
+  protocol: str = "official"       # official | cv:K | repeated_cv:K:R (tasks.effective_protocol)
+  probes: tuple = ("opera",)       # PROBES
+  compare: tuple = ()              # ((A, B), ...): paired differences A - B
 
 
 def _no_root(task) -> str:
@@ -570,13 +667,43 @@ def task_levels(task, index: list, aggregate: str) -> tuple:
                           f"carry different {task.label_key!r} values ({shown})")
 
 
+def check_setup(setup: Setup, names: list):
+  """UsageError for a protocol, probe or comparison that cannot run, before any feature is computed."""
+  if setup.protocol != "official":
+    try:
+      tasks_lib.parse_cv(setup.protocol)
+    except ValueError as e:
+      raise errors.UsageError(f"--protocol: {e}") from None
+  unknown = [p for p in setup.probes if p not in PROBES]
+  if unknown or not setup.probes:
+    raise errors.UsageError(f"--probes: unknown {unknown or 'empty'}; choose from {list(PROBES)}")
+  for a, b in setup.compare:
+    missing = [n for n in (a, b) if n not in names]
+    if missing:
+      raise errors.UsageError(f"--compare={a}:{b}: no encoder or baseline named {missing}; names: {names}")
+
+
+def parse_compare(values) -> tuple:
+  """((A, B), ...) from --compare=A:B items (names may hold anything but ':')."""
+  pairs = []
+  for value in values:
+    a, sep, b = value.partition(":")
+    if not sep or not a.strip() or not b.strip() or ":" in b:
+      raise errors.UsageError(f"--compare={value}: expected A:B, two encoder or baseline names")
+    pairs.append((a.strip(), b.strip()))
+  return tuple(pairs)
+
+
 def run(task_list: list, setup: Setup) -> dict:
   """Evaluates every featurizer on every task; writes results.json, results.md and report.html."""
   from acula_jax import report_html  # pylint: disable=g-import-not-at-top
   setup.out_dir.mkdir(parents=True, exist_ok=True)
-  names = list(setup.baselines) + [e.name for e in setup.encoders]
+  featurizer_names = list(setup.baselines) + [e.name for e in setup.encoders]
+  check_setup(setup, featurizer_names)
+  names = [column_name(n, p, setup.probes) for n in featurizer_names for p in setup.probes]
   results = {"encoders": names, "tasks": {}, "task_info": {}, "skipped_tasks": {},
-             "probe": {**setup.probe_config, "seeds": setup.seeds}, "features": {},
+             "probe": {**setup.probe_config, "seeds": setup.seeds}, "probes": list(setup.probes),
+             "protocol": setup.protocol, "features": {},
              "scoring": {"aggregate": setup.aggregate, "subject_score": setup.subject_score,
                          "bootstrap": setup.bootstrap, "comparison": setup.comparison}}
   details, maps = {}, []
@@ -588,7 +715,7 @@ def run(task_list: list, setup: Setup) -> dict:
         logging.warning("skipping task %s: %s", task.name, reason)
         results["skipped_tasks"][task.name] = reason
         continue
-      raise ValueError(f"task {task.name}: {reason}")
+      raise errors.UsageError(f"task {task.name}: {reason}")
     usable.append(task)
   if not usable:
     raise errors.UsageError(f"no task has prepared records (check --data_root): {results['skipped_tasks']}")
@@ -599,28 +726,57 @@ def run(task_list: list, setup: Setup) -> dict:
     featurizers = featurizers_for(task, setup)
     index, features = store.load(list(featurizers.values()))
     levels, note = task_levels(task, index, setup.aggregate)
+    protocol = tasks_lib.effective_protocol(task, setup.protocol)
     results["task_info"][task.name] = task.info() | {
-        "records": directory, "levels": list(levels),
-        "sizes": tasks_lib.fold_sizes(task, index, tasks_lib.make_folds(task, index))}
+        "records": directory, "levels": list(levels), "protocol": protocol,
+        "sizes": tasks_lib.fold_sizes(task, index, tasks_lib.make_folds(task, index, protocol=protocol))}
     if note:
       logging.warning("task %s: %s", task.name, note)
       results["task_info"][task.name]["note"] = note
-    for name, featurizer in tqdm(featurizers.items(), desc=f"probe {task.name}", unit="enc", leave=False):
-      outcome, detail = probe_task(task, index, features[featurizer.key], setup.probe_config, seeds=setup.seeds,
-                                   levels=levels, subject_score=setup.subject_score, bootstrap=setup.bootstrap)
-      results["tasks"].setdefault(task.name, {})[name] = outcome
-      details.setdefault(task.name, {})[name] = detail
-      results["features"].setdefault(name, {})[task.name] = featurizer.key
-      logging.info("%s / %s: %s %.3f ± %.3f", task.name, name, outcome["metric"], outcome["mean"], outcome["std"])
+    runs = [(n, p) for n in featurizers for p in setup.probes if p == "opera" or not task.is_regression]
+    for name, probe_name in tqdm(runs, desc=f"probe {task.name}", unit="run", leave=False):
+      outcome, detail = probe_task(task, index, features[featurizers[name].key], setup.probe_config,
+                                   seeds=setup.seeds, levels=levels, subject_score=setup.subject_score,
+                                   bootstrap=setup.bootstrap, protocol=setup.protocol, probe_name=probe_name,
+                                   namespace=store.key)
+      column = column_name(name, probe_name, setup.probes)
+      results["tasks"].setdefault(task.name, {})[column] = outcome
+      details.setdefault(task.name, {})[column] = detail
+      results["features"].setdefault(name, {})[task.name] = featurizers[name].key
+      logging.info("%s / %s: %s %.3f ± %.3f", task.name, column, outcome["metric"], outcome["mean"], outcome["std"])
     maps += report_html.embedding_maps(task, index, {e.name: features[featurizers[e.name].key]
                                                      for e in setup.encoders},
                                        max_points=setup.tsne_points, cache=store)
+  if setup.compare:
+    results["comparisons"] = compare_tasks(results, details, list(setup.compare), setup.probes,
+                                           setup.bootstrap or BOOTSTRAP_SAMPLES)
   records.write_text_atomic(setup.out_dir / "results.json", json.dumps(results, indent=2, default=float))
   table = results_table(results)
   records.write_text_atomic(setup.out_dir / "results.md", table)
   records.write_text_atomic(setup.out_dir / "report.html", report_html.render(results, details, maps))
   print(table)
   return results
+
+
+def comparisons_table(results: dict) -> list:
+  """Markdown lines: per comparison, probe and level, each task's difference with its interval and p."""
+  lines = []
+  for pair, by_probe in results.get("comparisons", {}).items():
+    for probe_name, by_level in by_probe.items():
+      for level, entry in by_level.items():
+        lines += ["", f"**{pair}** ({probe_name} probe, {level} level): A - B", "",
+                  "| task | difference | 95% interval | p |", "|---|---|---|---|"]
+        rows = list(entry["tasks"].items()) + ([("mean over tasks", entry["mean_over_tasks"])]
+                                               if "mean_over_tasks" in entry else [])
+        for task, r in rows:
+          mark = " *" if r["excludes_zero"] else ""
+          lines.append(f"| {task} | {r['diff']:+.3f}{mark} | [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}] | "
+                       f"{r['p_value']:.3f} |")
+  if lines:
+    lines += ["", "Paired differences on the same folds and subjects; intervals and p-values from "
+              f"{results['scoring'].get('bootstrap') or BOOTSTRAP_SAMPLES} Poisson resamples of the subjects "
+              "(one draw per subject shared by both encoders and every task). * : the interval excludes 0."]
+  return lines
 
 
 def results_table(results: dict) -> str:
@@ -643,6 +799,7 @@ def results_table(results: dict) -> str:
     lines.append(f"| {task} | {sizes['folds']} | {sides} |")
   lines.append("\nSizes: recordings / subjects (class counts); with several folds, train and valid are the "
                "mean per fold and test is every fold's test set together.")
+  lines += comparisons_table(results)
   for task, info in results["task_info"].items():
     if info.get("note"):
       lines.append(f"\nNote on {task}: {info['note']}")
@@ -739,6 +896,15 @@ def _define_flags():
                     "A subject's score: the mean or the max of its recordings' class probabilities.")
   flags.DEFINE_integer("bootstrap", Setup.bootstrap,
                        "Subject resamples behind each 95% interval (0: no intervals).")
+  flags.DEFINE_string("protocol", Setup.protocol,
+                      "official: each task's own split (OPERA's); cv:K: subject-grouped, label-stratified K-fold; "
+                      "repeated_cv:K:R: R repetitions of it with other fold seeds. Leave-one-out and per-database "
+                      "tasks keep their protocol.")
+  flags.DEFINE_list("probes", list(Setup.probes),
+                    "opera: OPERA's linear probe (Adam, 64 epochs, best validation epoch); logreg: L2 logistic "
+                    "regression with C chosen by inner subject-grouped CV. Several: side by side.")
+  flags.DEFINE_multi_string("compare", [], "A:B (repeatable): paired differences A - B per task on the same folds "
+                            "and subjects, with a paired-bootstrap 95% interval and p-value.")
   flags.DEFINE_bool("zeroshot", False, "Also run zero-shot classification and retrieval (needs export/heads).")
   flags.mark_flags_as_required(["workdir"])
 
@@ -760,7 +926,8 @@ def _cli_setup(cfg) -> Setup:
                audio_config=audio_config, probe_config=probe_config, seeds=cfg.seeds,
                out_dir=workdir / "eval", feature_batch_size=cfg.feature_batch_size, data_root=cfg.data_root,
                tsne_points=cfg.tsne_points, aggregate=cfg.aggregate, subject_score=cfg.subject_score,
-               bootstrap=cfg.bootstrap, comparison="alignment" if aligned_pair else "")
+               bootstrap=cfg.bootstrap, comparison="alignment" if aligned_pair else "", protocol=cfg.protocol,
+               probes=tuple(cfg.probes), compare=parse_compare(cfg.compare))
 
 
 def _main(argv):

@@ -32,27 +32,27 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive
                 "xla_cpu_use_fusion_emitters": False}
 
 
-def _rank_auroc(score, positive):
-  """(AUROC, defined?) of one binary problem: Mann-Whitney with average ranks for ties (as sklearn)."""
-  ordered = jnp.sort(score)
-  # The tied group of a value spans ranks left+1 .. right; its members get the average rank.
-  ranks = (jnp.searchsorted(ordered, score, side="left") + jnp.searchsorted(ordered, score, side="right")
-           + 1) / 2.0
-  n_pos = positive.sum()
-  pairs = n_pos * (positive.size - n_pos)
-  auc = ((ranks * positive).sum() - n_pos * (n_pos + 1) / 2.0) / jnp.maximum(pairs, 1.0)
-  return auc, pairs > 0
+def _weighted_auroc_jax(score, positive_weight, negative_weight):
+  """(AUROC, defined?) of one binary problem with row weights: a pair counts w_i * w_j, ties 1/2."""
+  order = jnp.argsort(score)
+  ordered, pos, neg = score[order], positive_weight[order], negative_weight[order]
+  negatives_upto = jnp.concatenate([jnp.zeros(1, neg.dtype), jnp.cumsum(neg)])
+  below = negatives_upto[jnp.searchsorted(ordered, ordered, side="left")]
+  tied = negatives_upto[jnp.searchsorted(ordered, ordered, side="right")] - below
+  pairs = pos.sum() * neg.sum()
+  return (pos * (below + 0.5 * tied)).sum() / jnp.maximum(pairs, 1e-12), pairs > 0
 
 
-def macro_auroc(scores, labels, num_classes: int):
+def macro_auroc(scores, labels, num_classes: int, weights=None):
   """Macro one-vs-rest AUROC (ties count 1/2) in JAX, matching sklearn's roc_auc_score.
 
-  Binary tasks (num_classes == 2) score class 1 only, as sklearn does. Classes without positives or
-  negatives in `labels` are left out of the mean. Rank form (one sort per class), vectorised over classes.
+  Binary tasks (num_classes == 2) score class 1 only, as sklearn does. Rows count `weights` times
+  (default once; 0 leaves a row out). Classes without positives or negatives are left out of the mean.
   """
+  weights = jnp.ones(labels.shape, scores.dtype) if weights is None else weights
   classes = jnp.arange(1, 2) if num_classes == 2 else jnp.arange(num_classes)
-  positives = (labels[None, :] == classes[:, None]).astype(jnp.float32)
-  aucs, valid = jax.vmap(_rank_auroc)(scores[:, classes].T, positives)
+  positives = (labels[None, :] == classes[:, None]).astype(scores.dtype)
+  aucs, valid = jax.vmap(_weighted_auroc_jax)(scores[:, classes].T, positives * weights, (1 - positives) * weights)
   valid = valid.astype(jnp.float32)
   return (aucs * valid).sum() / jnp.maximum(valid.sum(), 1.0)
 
@@ -104,31 +104,139 @@ def _fit(init, loss_fn, score_fn, x_train, y_train, *, seed, epochs, batch_size,
   return best, best_score
 
 
+def _training_order(key, num_train, slots: int, length: int):
+  """`length` slots of a fresh permutation of the first `num_train` of `slots` rows, wrapped around.
+
+  With num_train == slots this is `jax.random.permutation(key, slots)` repeated, as for a single fold;
+  padded slots (>= num_train) sort after the real ones, keeping the permutation's order among those.
+  """
+  perm = jax.random.permutation(key, slots)
+  perm = perm[jnp.argsort(perm >= num_train, stable=True)]
+  return perm[jnp.arange(length) % num_train]
+
+
+def _standardizer(x, row_weights):
+  """(mean, std) of x's rows weighted by `row_weights` (training rows 1, others 0), as `standardize`."""
+  n = row_weights.sum()
+  mean = row_weights @ x / n
+  var = jnp.maximum(row_weights @ (x * x) / n - mean * mean, 0.0)
+  return mean, jnp.sqrt(var) + 1e-6
+
+
 @functools.partial(jax.jit, static_argnames=("num_classes", "epochs", "batch_size", "decay"),
                    compiler_options=FAST_COMPILE)
-def train_probes(seeds, x_train, y_train, x_val, y_val, *, num_classes: int, epochs: int,
+def train_probes(seeds, x, y, train_rows, num_train, val_rows, num_val, *, num_classes: int, epochs: int,
                  batch_size: int, learning_rate: float, decay: float, l2: float, clip: float = 1.0):
-  """Trains one linear probe per seed; returns the best-validation (W [S, d, C], b [S, C]) and val AUROCs."""
-  dim = x_train.shape[1]
-  batch_size = min(batch_size, x_train.shape[0])
-  tx = _optimizer(learning_rate, decay, -(-x_train.shape[0] // batch_size), clip)
+  """OPERA's linear probe for every fold and seed at once; class probabilities of every row.
 
-  def init(key):
-    return {"w": INIT_STD * jax.random.normal(key, (dim, num_classes)), "b": jnp.zeros((num_classes,))}
+  x [N, d] raw features of all rows, y [N] class indices; per fold f: train_rows[f] [T] the training
+  rows (padded to T, the first num_train[f] real), val_rows[f] [V] its validation rows (padded, the
+  first num_val[f] real).
+  Features are standardised with each fold's training statistics. An epoch is ceil(T / batch) steps
+  for every fold (a single fold: OPERA's ceil(n / batch)). Returns ([F, S, N, C] probabilities of the
+  best-validation epoch, [F, S] best validation AUROCs).
+  """
+  slots = train_rows.shape[1]
+  batch_size = min(batch_size, slots)
+  steps_per_epoch = -(-slots // batch_size)
+  tx = _optimizer(learning_rate, decay, steps_per_epoch, clip)
 
-  def loss_fn(params, x, y):
-    logits = x @ params["w"] + params["b"]
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean() + l2 * _l2(params, "wb")
+  def one_fold(rows, n, val, n_val):
+    row_weights = jnp.zeros(x.shape[0], x.dtype).at[rows].add((jnp.arange(slots) < n).astype(x.dtype))
+    mean, std = _standardizer(x, row_weights)
+    standardized = lambda idx: (x[idx] - mean) / std
 
-  def val_auroc(params):
-    return macro_auroc(jax.nn.softmax(x_val @ params["w"] + params["b"]), y_val, num_classes)
+    def init(key):
+      return {"w": INIT_STD * jax.random.normal(key, (x.shape[1], num_classes)), "b": jnp.zeros((num_classes,))}
 
-  def one_seed(seed):
-    return _fit(init, loss_fn, val_auroc, x_train, y_train, seed=seed, epochs=epochs,
-                batch_size=batch_size, tx=tx)
+    def loss_fn(params, idx):
+      logits = standardized(idx) @ params["w"] + params["b"]
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y[idx]).mean() + l2 * _l2(params, "wb")
 
-  best, best_auc = jax.vmap(one_seed)(seeds)
-  return best["w"], best["b"], best_auc
+    def probabilities(params, idx=None):
+      features = (x - mean) / std if idx is None else standardized(idx)
+      return jax.nn.softmax(features @ params["w"] + params["b"])
+
+    val_weights = (jnp.arange(val.shape[0]) < n_val).astype(x.dtype)
+
+    def val_auroc(params):
+      return macro_auroc(probabilities(params, val), y[val], num_classes, val_weights)
+
+    def one_seed(seed):
+      init_key, order_key = jax.random.split(jax.random.key(seed))
+      params = init(init_key)
+      opt_state = tx.init(params)
+
+      def step(carry, idx):
+        params, opt_state = carry
+        updates, opt_state = tx.update(jax.grad(loss_fn)(params, idx), opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), None
+
+      def epoch(carry, key):
+        params, opt_state, best, best_score = carry
+        order = rows[_training_order(key, n, slots, steps_per_epoch * batch_size)]
+        (params, opt_state), _ = jax.lax.scan(step, (params, opt_state),
+                                              order.reshape(steps_per_epoch, batch_size))
+        score = val_auroc(params)
+        better = score > best_score
+        best = jax.tree.map(lambda new, old: jnp.where(better, new, old), params, best)
+        return (params, opt_state, best, jnp.maximum(score, best_score)), None
+
+      carry = (params, opt_state, params, jnp.asarray(-jnp.inf))
+      (_, _, best, best_score), _ = jax.lax.scan(epoch, carry, jax.random.split(order_key, epochs))
+      return probabilities(best), best_score
+
+    return jax.vmap(one_seed)(seeds)
+
+  return jax.vmap(one_fold)(train_rows, num_train, val_rows, num_val)
+
+
+# Logistic regression's inverse regularisation strengths searched by the inner cross-validation.
+LOGREG_C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "iterations"))
+def fit_logistic_path(x, y, train_weights, inverse_regularization, *, num_classes: int, iterations: int = 100):
+  """L2 logistic regressions for every row of train_weights [F, N] (1 = a training row) and every C of
+  an ascending grid [G]; returns [G, F, N, num_classes] probabilities of all rows.
+
+  sklearn's objective, C * sum_i w_i CE_i + |W|^2 / 2 with the intercept unpenalised (one logit vector
+  for two classes, softmax over all classes otherwise), on features standardised with each fit's own
+  training rows. The F fits of one C are one separable problem for L-BFGS (`iterations` steps): large
+  matrix products instead of F small ones, and one conditioning per C. Each C starts from the
+  previous C's solution (a regularisation path), so weakly regularised fits converge in as few steps.
+  """
+  outputs = 1 if num_classes == 2 else num_classes
+  n = train_weights.sum(1)
+  mean = train_weights @ x / n[:, None]
+  std = jnp.sqrt(jnp.maximum(train_weights @ (x * x) / n[:, None] - mean * mean, 0.0)) + 1e-6
+
+  def logits(params):
+    w = params["w"] / std[:, :, None]                                       # [F, d, outputs]
+    z = jnp.einsum("nd,fdk->fnk", x, w) + (params["b"] - jnp.einsum("fd,fdk->fk", mean, w))[:, None, :]
+    return jnp.concatenate([jnp.zeros_like(z), z], axis=-1) if outputs == 1 else z
+
+  def solve(params, c):
+    def objective(params):  # the sum over fits of sklearn's objective divided by C * n (same minimisers)
+      ce = optax.softmax_cross_entropy_with_integer_labels(logits(params), y[None, :])
+      return jnp.sum((train_weights * ce).sum(1) / n + jnp.sum(params["w"] ** 2, axis=(1, 2)) / (2 * c * n))
+
+    solver = optax.lbfgs()
+    value_and_grad = optax.value_and_grad_from_state(objective)
+
+    def step(carry, _):
+      params, state = carry
+      value, grad = value_and_grad(params, state=state)
+      updates, state = solver.update(grad, state, params, value=value, grad=grad, value_fn=objective)
+      return (optax.apply_updates(params, updates), state), None
+
+    (params, _), _ = jax.lax.scan(step, (params, solver.init(params)), None, length=iterations)
+    return params, jax.nn.softmax(logits(params))
+
+  folds = train_weights.shape[0]
+  params = {"w": jnp.zeros((folds, x.shape[1], outputs)), "b": jnp.zeros((folds, outputs))}
+  _, probabilities = jax.lax.scan(solve, params, inverse_regularization)
+  return probabilities
 
 
 def predict_proba(w, b, x):

@@ -131,6 +131,31 @@ def scatter_svg(task: str, by_encoder: dict, outcomes: dict) -> str:
   return _svg(len(by_encoder) * step + MARGIN, SIZE + 70, body, f"predicted vs true for {task}")
 
 
+def interval_svg(label: str, rows: list, *, zero: float | None = None) -> str:
+  """Dot-and-whisker rows [(name, value, (low, high) or None)] on one shared axis; `zero` draws a
+  dashed reference line (the forest plot of differences)."""
+  values = [v for _, v, ci in rows for v in ((v,) + tuple(ci or ()))] + ([zero] if zero is not None else [])
+  lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+  pad = 0.05 * (hi - lo or 1.0)
+  lo, hi = lo - pad, hi + pad
+  name_width = 8 * max(len(n) for n, _, _ in rows) + 10
+  x0, row_height = name_width, 16
+  to_x = lambda v: x0 + float(_scale([v], lo, hi, 0)[0])
+  body = [f'<text x="{x0}" y="{12 + row_height * len(rows) + 12}">{lo:.3g}</text>',
+          f'<text x="{x0 + SIZE}" y="{12 + row_height * len(rows) + 12}" text-anchor="end">{hi:.3g}</text>']
+  if zero is not None:
+    body.append(f'<line x1="{to_x(zero):.1f}" y1="4" x2="{to_x(zero):.1f}" y2="{12 + row_height * len(rows)}" '
+                'stroke="#999" stroke-dasharray="4 3"/>')
+  for i, (name, value, ci) in enumerate(rows):
+    y = 12 + row_height * i
+    body.append(f'<text x="{x0 - 6}" y="{y + 4}" text-anchor="end">{_esc(name)}</text>')
+    if ci is not None:
+      body.append(f'<line x1="{to_x(ci[0]):.1f}" y1="{y}" x2="{to_x(ci[1]):.1f}" y2="{y}" stroke="{_colour(i)}" '
+                  'stroke-width="2"/>')
+    body.append(f'<circle cx="{to_x(value):.1f}" cy="{y}" r="3.5" fill="{_colour(i)}"/>')
+  return _svg(x0 + SIZE + 20, 12 + row_height * len(rows) + 20, body, label)
+
+
 def map_svg(entry: dict) -> str:
   """t-SNE panels (one per encoder) of one task, points coloured by class, others grey."""
   classes = entry["classes"]
@@ -248,11 +273,33 @@ def _task_section(task: str, results: dict, details: dict) -> str:
     caption = ("ROC curves of the first probe seed's test predictions per recording (macro average of "
                "one-vs-rest curves for more than two classes); the legend gives the mean test AUROC over seeds "
                f"at the {level} level.")
+  for lvl in scoring.levels_of(results["tasks"][task]):
+    rows = [(n, o["mean"], o.get("ci95")) for n, o in
+            ((n, scoring.at_level(o, lvl)) for n, o in results["tasks"][task].items())]
+    figure += interval_svg(f"{task}: {lvl}-level results with 95% intervals", rows)
+  caption += " Then, per level: each column's mean with its 95% interval (dot and whisker)."
   facts = ", ".join(f"{k}: {_esc(info[k])}" for k in ("dataset", "label", "protocol", "head") if info.get(k))
   if info.get("note"):
     facts += f"<br>{_esc(info['note'])}"
   return (f'<section id="task-{_esc(task)}"><h3>{_esc(task)}</h3><p class="note">{_esc(info.get("description", ""))}'
           f"<br>{facts}</p><figure>{figure}<figcaption>{caption}</figcaption></figure></section>")
+
+
+def _comparison_sections(results: dict) -> list:
+  """A forest plot per comparison, probe and level: each task's difference and the mean over tasks."""
+  out = []
+  for pair, by_probe in results.get("comparisons", {}).items():
+    for probe_name, by_level in by_probe.items():
+      for level, entry in by_level.items():
+        rows = [(t, r["diff"], r["ci95"]) for t, r in entry["tasks"].items()]
+        if "mean_over_tasks" in entry:
+          m = entry["mean_over_tasks"]
+          rows.append(("mean over tasks", m["diff"], m["ci95"]))
+        title = f"{pair} ({probe_name} probe, {level} level)"
+        out.append(f"<figure>{interval_svg(f'paired differences: {title}', rows, zero=0.0)}<figcaption>"
+                   f"{_esc(title)}: A - B per task on the same folds and subjects, with paired-bootstrap 95% "
+                   "intervals; the dashed line is no difference.</figcaption></figure>")
+  return ["<h2>Paired comparisons</h2>", *out] if out else []
 
 
 def render(results: dict, details: dict, maps: list) -> str:
@@ -270,6 +317,7 @@ def render(results: dict, details: dict, maps: list) -> str:
            "<h2>Results</h2>", _table(results), "<h2>Sizes</h2>", _sizes_table(results)]
   if skipped:
     parts.append(f"<h2>Skipped tasks</h2><ul>{skipped}</ul>")
+  parts += _comparison_sections(results)
   parts += ["<h2>Per task</h2>", *sections]
   if map_figures:
     comparison = " (before and after alignment)" if results.get("scoring", {}).get("comparison") == "alignment" else ""

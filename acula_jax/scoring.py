@@ -13,12 +13,15 @@ leave-one-out): each fold's MAE, mean ± std over folds (OPERA's convention). Cl
 mean ± std over probe seeds.
 
 Intervals. `ci95` is a 95% percentile interval over `bootstrap` resamples of the test subjects: each
-replicate draws, inside every scored part, its subjects with replacement (a subject's recordings travel
-together), recomputes every seed's metric with those multiplicities, and averages over seeds as the
-headline number does. It covers which patients were tested, given the fitted probes; the training split
-is fixed.
+replicate gives every subject a Poisson(1) multiplicity drawn from a hash of its id (a subject's
+recordings travel together, and the subject weighs the same in every fold, repetition, task and
+encoder of that replicate), recomputes every seed's metric with those multiplicities, and combines
+folds and seeds as the headline number does. It covers which patients were tested, given the fitted
+probes; the probes are not refitted. `paired` applies one resample to two encoders: the interval and
+p-value of their difference.
 """
 import dataclasses
+import hashlib
 
 import numpy as np
 
@@ -76,12 +79,26 @@ def parts_of(folds, fold_predictions: list, targets: np.ndarray, subject_ids: np
                np.concatenate([p.subjects for p in parts]))]
 
 
-def cluster_weights(subjects: np.ndarray, num_samples: int, rng: np.random.Generator) -> np.ndarray:
-  """[num_samples, n] multiplicities of each row when subjects are drawn with replacement."""
-  unique, inverse = np.unique(subjects, return_inverse=True)
-  draws = rng.integers(0, len(unique), size=(num_samples, len(unique)))
-  counts = np.stack([np.bincount(d, minlength=len(unique)) for d in draws])
-  return counts[:, inverse].astype(np.float64)
+_DRAWS = {}  # (seed, subject, num_samples) -> its Poisson draws; a process evaluates one population
+
+
+def subject_weights(subjects: np.ndarray, num_samples: int, seed: int = 0) -> np.ndarray:
+  """[num_samples, n] bootstrap multiplicities of each row: its subject's Poisson(1) draws.
+
+  The draws come from a hash of (seed, subject id), so a subject carries the same multiplicity in
+  every fold, repetition, task, level and encoder of replicate b: paired differences, fold means
+  and means over tasks all resample one population of subjects (a Poisson bootstrap, which for
+  more than a few dozen subjects behaves as drawing them with replacement).
+  """
+  unique, inverse = np.unique(np.asarray(subjects).astype(str), return_inverse=True)
+  columns = []
+  for subject in unique:
+    key = (seed, subject, num_samples)
+    if key not in _DRAWS:
+      digest = hashlib.sha256(f"{seed}:{subject}".encode()).digest()
+      _DRAWS[key] = np.random.default_rng(int.from_bytes(digest[:8], "little")).poisson(1.0, num_samples)
+    columns.append(_DRAWS[key])
+  return np.stack(columns, axis=1)[:, inverse].astype(np.float64)
 
 
 def _weighted_metric(part: Part, weights: np.ndarray, num_classes: int) -> np.ndarray:
@@ -106,23 +123,30 @@ def _summary(values) -> dict:
   return {"mean": float(np.nanmean(values)), "std": float(np.nanstd(values))}
 
 
-def _bootstrap(parts: list, aggregate: str, num_classes: int, num_samples: int, seed: int) -> np.ndarray:
-  """[num_samples] replicates of the headline number (see the module docstring)."""
-  rng = np.random.default_rng(seed)
+def replicates(parts: list, aggregate: str, *, num_classes: int, num_samples: int, seed: int = 0) -> np.ndarray:
+  """[num_samples] bootstrap replicates of the headline number (see the module docstring)."""
   if aggregate == "per_fold":  # one subject per fold: resampling subjects resamples folds
-    fold_subjects = np.asarray([p.subjects[0] for p in parts])
-    weights = cluster_weights(fold_subjects, num_samples, rng)
+    weights = subject_weights(np.asarray([p.subjects[0] for p in parts]), num_samples, seed)
     fold_values = np.asarray([_weighted_metric(p, np.ones((1, len(p.y))), num_classes)[0].mean() for p in parts])
-    return (weights @ fold_values) / weights.sum(1)
-  per_part = [_nanmean(_weighted_metric(p, cluster_weights(p.subjects, num_samples, rng), num_classes), axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+      return (weights @ fold_values) / weights.sum(1)
+  per_part = [_nanmean(_weighted_metric(p, subject_weights(p.subjects, num_samples, seed), num_classes), axis=1)
               for p in parts]
   return _nanmean(np.stack(per_part), axis=0)
 
 
+def interval(values) -> list:
+  """The 2.5th and 97.5th percentiles of the finite replicates."""
+  values = np.asarray(values)
+  low, high = np.percentile(values[np.isfinite(values)], [2.5, 97.5])
+  return [float(low), float(high)]
+
+
 def score(parts: list, aggregate: str, *, regression: bool, num_classes: int = 2, bootstrap: int = 0,
-          seed: int = 0) -> dict:
-  """The outcome of one level: metric, mean ± std (over seeds, or folds for `per_fold`), per-seed or
-  per-fold values, and with `bootstrap` > 0 the subject-bootstrap `ci95`."""
+          seed: int = 0, spread: str = "seeds") -> dict:
+  """The outcome of one level: metric, mean ± std (over seeds; over folds for `per_fold`, or with
+  spread="folds" for cross-validation), per-seed and per-fold values, and with `bootstrap` > 0 the
+  subject-bootstrap `ci95`."""
   ones = lambda p: np.ones((1, len(p.y)))
   values = np.stack([_weighted_metric(p, ones(p), num_classes)[0] for p in parts])   # [P, S]
   if regression:
@@ -137,16 +161,37 @@ def score(parts: list, aggregate: str, *, regression: bool, num_classes: int = 2
     out.update(mape_mean=mape["mean"], mape_std=mape["std"])
   else:
     per_seed = _nanmean(values, axis=0)
-    out = {"metric": "auroc", **_summary(per_seed), "per_seed": [float(v) for v in per_seed]}
+    out = {"metric": "auroc", **_summary(per_seed), "per_seed": [float(v) for v in per_seed], "spread": "seeds"}
     if aggregate == "mean":
-      out["per_fold"] = {p.name: float(_nanmean(v, axis=0)) for p, v in zip(parts, values)}
+      per_fold = _nanmean(values, axis=1)
+      out["per_fold"] = {p.name: float(v) for p, v in zip(parts, per_fold)}
+      if spread == "folds":
+        out.update(std=float(np.nanstd(per_fold)), spread="folds")
   if bootstrap:
-    replicates = _bootstrap(parts, aggregate, num_classes, bootstrap, seed)
-    low, high = np.nanpercentile(replicates, [2.5, 97.5])
-    out["ci95"] = [float(low), float(high)]
+    out["ci95"] = interval(replicates(parts, aggregate, num_classes=num_classes, num_samples=bootstrap, seed=seed))
   out["num_test"] = int(sum(len(p.y) for p in parts))
-  out["num_test_subjects"] = int(sum(len(set(p.subjects.tolist())) for p in parts))
+  out["num_test_subjects"] = len(set(np.concatenate([p.subjects for p in parts]).tolist()))
   return out
+
+
+def paired(parts_a: list, parts_b: list, aggregate: str, *, regression: bool, num_classes: int,
+           num_samples: int, seed: int = 0) -> dict:
+  """A - B on the same folds and subjects: the difference of headline numbers, its paired-bootstrap 95%
+  interval and a two-sided p-value (the share of centred replicates at least as far from 0), and the
+  replicates themselves (for means over tasks)."""
+  summary = lambda parts: score(parts, aggregate, regression=regression, num_classes=num_classes)["mean"]
+  diff = summary(parts_a) - summary(parts_b)
+  reps = (replicates(parts_a, aggregate, num_classes=num_classes, num_samples=num_samples, seed=seed)
+          - replicates(parts_b, aggregate, num_classes=num_classes, num_samples=num_samples, seed=seed))
+  return {"diff": float(diff), **difference_test(diff, reps), "replicates": reps}
+
+
+def difference_test(diff: float, reps: np.ndarray) -> dict:
+  """95% interval and two-sided bootstrap p-value of a difference from its replicates."""
+  finite = reps[np.isfinite(reps)]
+  p_value = (1 + np.sum(np.abs(finite - diff) >= abs(diff))) / (len(finite) + 1)
+  low, high = interval(finite)
+  return {"ci95": [low, high], "p_value": float(p_value), "excludes_zero": bool(low > 0 or high < 0)}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -198,11 +243,17 @@ def explanation(results: dict) -> str:
   """What the numbers of a results table are (one paragraph)."""
   settings = results.get("scoring", {})
   seeds = results["probe"]["seeds"]
-  text = (f"Classification: test macro AUROC, mean ± std over {seeds} probe seeds (linear probe on frozen "
-          "features; leave-one-out tasks pool the held-out predictions). Regression: MAE (MAPE), mean ± std "
-          "over leave-one-subject-out folds (over seeds on a single split).")
+  protocol = results.get("protocol", "official")
+  text = (f"Classification: test macro AUROC, mean ± std over {seeds} probe seeds (leave-one-out tasks pool the "
+          "held-out predictions; per-database tasks average the databases)")
+  if protocol != "official":
+    text += (f"; under {protocol}, the mean over every fold and repetition ± the std over folds, seeds "
+             "averaged inside each fold")
+  text += (". Probes: `opera` = OPERA's linear probe, `logreg` = logistic regression with C chosen by inner "
+           "subject-grouped CV (one fit, no seeds). Regression: MAE (MAPE), mean ± std over leave-one-subject-out "
+           "folds (over seeds on a single split).")
   if settings.get("bootstrap"):
-    text += (f" [low, high]: 95% interval over {settings['bootstrap']} resamples of the test subjects "
+    text += (f" [low, high]: 95% interval over {settings['bootstrap']} Poisson resamples of the test subjects "
              "(a subject's recordings together), for the fitted probes.")
   text += (f" Level `subject`: each subject's recordings scored as one ({settings.get('subject_score', 'mean')} "
            "of their probabilities; regression: mean prediction); `recording`: every recording on its own."

@@ -31,6 +31,7 @@ whose values are all numbers with more than `MAX_NUMERIC_CLASSES` distinct value
 target, anything else a class label.
 """
 import dataclasses
+import hashlib
 import math
 import os
 
@@ -478,8 +479,71 @@ def _unusable(task, index, fold) -> str:
   return ""
 
 
-def make_folds(task: Task, index: list, *, seed: int = 0, check: bool = True) -> Folds:
-  """The folds of `task` over a records index (dicts with id, split, subject_id, labels, metadata).
+def parse_cv(spec: str) -> tuple:
+  """(folds K, repetitions R) of 'cv:K' or 'repeated_cv:K:R'; ValueError for anything else."""
+  parts = spec.split(":")
+  try:
+    if parts[0] == "cv" and len(parts) == 2:
+      k, r = int(parts[1]), 1
+    elif parts[0] == "repeated_cv" and len(parts) == 3:
+      k, r = int(parts[1]), int(parts[2])
+    else:
+      raise ValueError
+  except ValueError:
+    raise ValueError(f"protocol {spec!r}: expected official, cv:K or repeated_cv:K:R") from None
+  if k < 2 or r < 1:
+    raise ValueError(f"protocol {spec!r}: needs K >= 2 folds and R >= 1 repetitions")
+  return k, r
+
+
+def effective_protocol(task: Task, requested: str = "official") -> str:
+  """The protocol a task runs under: `requested` (cv:K, repeated_cv:K:R) replaces a task's `official`
+  split; the other protocols (leave-one-out, per database) are kept."""
+  if requested == "official" or task.protocol != "official":
+    return task.protocol
+  parse_cv(requested)
+  return requested
+
+
+def grouped_kfold(task, index, rows, k: int, seed: int) -> list:
+  """K lists of test rows: subjects dealt round-robin in a seeded order inside each stratum (their
+  first class), so folds are subject-disjoint and label-stratified."""
+  strata = _strata(task, index, rows, "subject_id")
+  by_stratum = {}
+  for subject in sorted(strata, key=lambda g: hashlib.sha256(f"{seed}:{g}".encode()).hexdigest()):
+    by_stratum.setdefault(str(strata[subject]), []).append(subject)
+  fold_of, start = {}, 0
+  for stratum in sorted(by_stratum):
+    for i, subject in enumerate(by_stratum[stratum]):
+      fold_of[subject] = (start + i) % k
+    start += len(by_stratum[stratum])  # the next stratum continues where this one stopped: even sizes
+  return [[r for r in rows if fold_of[str(index[r]["subject_id"])] == f] for f in range(k)]
+
+
+def _cross_validation(task, index, rows, spec: str, seed: int) -> Folds:
+  """Subject-grouped, label-stratified K-fold, R times with different fold seeds; each fold's valid
+  set is a subject-wise `valid_fraction` of its training folds."""
+  k, repetitions = parse_cv(spec)
+  out = Folds([], "mean")
+  for rep in range(repetitions):
+    for f, test in enumerate(grouped_kfold(task, index, rows, k, seed + rep)):
+      held = set(test)
+      rest = [r for r in rows if r not in held]
+      valid_groups = _valid_groups(_strata(task, index, rest, "subject_id"), task.valid_fraction, seed + rep)
+      valid = [r for r in rest if str(index[r]["subject_id"]) in valid_groups]
+      train = [r for r in rest if str(index[r]["subject_id"]) not in valid_groups]
+      fold = Fold(f"repetition {rep} fold {f}", _rows(train), _rows(valid), _rows(test))
+      reason = _unusable(task, index, fold)
+      if reason:
+        out.skipped.append((fold.name, reason))
+      else:
+        out.folds.append(fold)
+  return out
+
+
+def make_folds(task: Task, index: list, *, seed: int = 0, check: bool = True, protocol: str = "") -> Folds:
+  """The folds of `task` over a records index (dicts with id, split, subject_id, labels, metadata),
+  under `protocol` (default: the task's own; see `effective_protocol`).
 
   With `check`, a protocol whose (only) fold cannot be scored raises ValueError saying why.
   """
@@ -488,8 +552,11 @@ def make_folds(task: Task, index: list, *, seed: int = 0, check: bool = True) ->
     raise ValueError(f"task {task.name}: no record carries label {task.label_key!r} with a value in "
                      f"{list(task.classes) or 'numbers'} (check --data_root and the prepare options: "
                      f"{task.prepare_command()})")
-  protocol, _, held = task.protocol.partition(":")
-  if protocol == "official":
+  spec = protocol or task.protocol
+  protocol, _, held = spec.partition(":")
+  if protocol in ("cv", "repeated_cv"):
+    folds = _cross_validation(task, index, rows, spec, seed)
+  elif protocol == "official":
     folds = _official(task, index, rows, seed)
   elif protocol == "within_database":
     folds = _within_database(task, index, rows, seed)
@@ -498,7 +565,7 @@ def make_folds(task: Task, index: list, *, seed: int = 0, check: bool = True) ->
   elif protocol in ("loo", "loso"):
     folds = _leave_group_out(task, index, rows, "id" if protocol == "loo" else "subject_id", seed)
   else:
-    raise ValueError(f"task {task.name}: unknown protocol {task.protocol!r}")
+    raise ValueError(f"task {task.name}: unknown protocol {spec!r}")
   if check and folds.aggregate == "single":
     reason = _unusable(task, index, folds.folds[0])
     if reason:

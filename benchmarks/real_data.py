@@ -11,8 +11,11 @@ WORKDIR/logs/ and listed in WORKDIR/real_data.json):
 3. MAE pretraining from scratch (configs/real_data.py:stage=pretrain), then alignment runs starting
    from it (RUNS): each loss with and without the MAE term, `visible` alignment features, and a control
    that continues MAE alone for the same number of steps.
-4. Linear probes (5 seeds, OPERA's protocol) on every task of TASKS for every encoder next to the
-   log-mel/duration and openSMILE eGeMAPS baselines, in one table (WORKDIR/eval_all/eval/results.md).
+4. Probes on every task of TASKS for every encoder next to the log-mel/duration and openSMILE eGeMAPS
+   baselines, in one table (WORKDIR/eval_all/eval/results.md): by default repeated subject-grouped
+   5-fold CV x 4 (--protocol) with OPERA's linear probe (5 seeds) and a tuned logistic regression
+   (--probes), 95% subject-bootstrap intervals, and every AcuLa run compared with the MAE-only control
+   of its training seed (paired differences on the same folds and subjects).
 5. Leakage check: no example of any probe task's test side is in the encoder's training corpus or
    in the teacher table (raises if one is).
 6. The cost of the alignment features: one jitted step of `full` (second unmasked pass, the authors')
@@ -83,6 +86,9 @@ def parse_args(argv=None):
   parser.add_argument("--baselines", default="logmel,egemaps")
   parser.add_argument("--seeds", type=int, default=5)
   parser.add_argument("--tsne_points", type=int, default=300)
+  parser.add_argument("--protocol", default="repeated_cv:5:4",
+                      help="evaluate --protocol (official: OPERA's single split per task)")
+  parser.add_argument("--probes", default="opera,logreg", help="evaluate --probes")
   parser.add_argument("--step_timing_rounds", type=int, default=5,
                       help="alternated timing rounds of full vs visible steps (0: skip)")
   parser.add_argument("--extra", action="append", default=[],
@@ -180,6 +186,16 @@ def train_encoders(run: Runner, work: pathlib.Path, corpus: list, teacher: pathl
     run(_table_name(name, args.seed), [
         PY, "-m", "acula_jax.main", f"--config=configs/real_data.py:{variant}", f"--workdir={out}", *common,
         *text, _override("init_from", pretrain), *steps, *seed], done=out / "export" / "manifest.json")
+
+
+CONTROL = "MAE, continued (control)"
+
+
+def comparisons(encoders: dict) -> list:
+  """--compare pairs: every AcuLa run against the control of its own training seed (same length)."""
+  seed_of = lambda name: int(re.search(r"\[seed (\d+)\]$", name).group(1)) if "[seed" in name else 0
+  controls = {seed_of(n): n for n in encoders if n.startswith(CONTROL)}
+  return [(n, controls[seed_of(n)]) for n in encoders if n.startswith("AcuLa") and seed_of(n) in controls]
 
 
 def check_no_leak(corpus: list, teacher: pathlib.Path, eval_root: pathlib.Path, cache: pathlib.Path,
@@ -311,13 +327,15 @@ def main(argv=None):
   # The table holds every finished run; it is redone when that set changes (cached features are reused).
   done = eval_dir / "eval" / "done.json"
   evaluated = json.loads(done.read_text()) if done.is_file() else None
-  if evaluated != sorted(encoders):
+  wanted = {"encoders": sorted(encoders), "protocol": args.protocol, "probes": args.probes}
+  if evaluated != wanted:
     done.unlink(missing_ok=True)
   run("evaluate", [PY, "-m", "acula_jax.evaluate", f"--workdir={eval_dir}", f"--tasks={','.join(TASKS)}",
                    f"--data_root={work / 'eval_records'}", f"--baselines={args.baselines}",
-                   f"--seeds={args.seeds}", f"--tsne_points={args.tsne_points}",
-                   *[f"--encoder={name}={path}" for name, path in encoders.items()]], done=done)
-  done.write_text(json.dumps(sorted(encoders)))
+                   f"--seeds={args.seeds}", f"--tsne_points={args.tsne_points}", f"--protocol={args.protocol}",
+                   f"--probes={args.probes}", *[f"--encoder={name}={path}" for name, path in encoders.items()],
+                   *[f"--compare={a}:{b}" for a, b in comparisons(encoders)]], done=done)
+  done.write_text(json.dumps(wanted))
   summary = {"commands": run.commands, "leakage_check": leak,
              "training": {name: run_metrics(path) for name, path in encoders.items()},
              "wall_seconds_this_invocation": round(time.time() - started, 1)}

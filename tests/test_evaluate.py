@@ -187,7 +187,7 @@ def test_evaluate_encoders_writes_results_and_reuses_cached_features(tiny_corpus
   assert sizes["test"]["recordings"] == outcome["num_test"] and sizes["test"]["subjects"] * 2 == outcome["num_test"]
   assert sum(sizes["train"]["classes"].values()) == sizes["train"]["recordings"] == outcome["num_train"]
   svgs = _check_html((tmp_path / "eval" / "report.html").read_text())
-  assert len(svgs) == 2   # the ROC figure and the t-SNE map
+  assert len(svgs) == 4   # the ROC figure, the two levels' intervals and the t-SNE map
   assert 'aria-label="ROC curves of heart_murmur"' in svgs[0]
   cached = sorted(p.name for p in (tmp_path / "eval" / "features").glob("*/*"))
   assert "index" in cached and len(cached) == 3   # index, baseline, encoder
@@ -211,7 +211,8 @@ def test_cli_encoders_from_exports(tiny_corpus, encoder, tmp_path):
   assert evaluate.workdir_encoders(workdir) == [("aligned (linear_cka)", str(workdir / "export"))]
   cfg = types.SimpleNamespace(workdir=str(workdir), encoder=[f"exported={workdir}"], checkpoint="", baselines="",
                               seeds=2, epochs=8, feature_batch_size=8, data_root=str(tmp_path / "root"),
-                              tsne_points=0, aggregate="both", subject_score="max", bootstrap=50)
+                              tsne_points=0, aggregate="both", subject_score="max", bootstrap=50,
+                              protocol="official", probes=["opera"], compare=[])
   setup = evaluate._cli_setup(cfg)  # pylint: disable=protected-access
   exported = setup.encoders[0]
   assert exported.frames == 32 and exported._module is None   # pylint: disable=protected-access
@@ -244,7 +245,7 @@ def test_report_renders_regression_and_classification():
            "encoders": {n: {"xy": rng.normal(size=(15, 2)), "label": list(rng.integers(-1, 3, 15))} for n in "ab"}}]
   page = report_html.render(results, details, maps)
   svgs = _check_html(page)
-  assert len(svgs) == 3 and "d &lt;&amp;&gt;" in page and "no records" in page
+  assert len(svgs) == 5 and "d &lt;&amp;&gt;" in page and "no records" in page   # ROC, scatter, 2 intervals, map
   assert page.count('<td class="best">') == 2
   assert "12 rec / 4 subj (p 5, q 4, r 3)" in page
   # Encoders named on the command line are not called "before and after alignment"; a run's own pair is.

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn import linear_model
 from sklearn import metrics as sk_metrics
+from sklearn import preprocessing
 
 from acula_jax import probe
 
@@ -86,17 +87,40 @@ def _blobs(n, *, seed, centres):
 _PROBE = dict(num_classes=3, epochs=10, batch_size=64, learning_rate=1e-2, decay=0.97, l2=1e-5)
 
 
+def _one_fold(x_tr, y_tr, x_va, y_va, x_te, *, pad_with=None):
+  """train_probes on one fold laid out as rows of one matrix: [S, n_test, C] test probabilities, best val."""
+  x = np.concatenate([x_tr, x_va, x_te])
+  y = np.concatenate([y_tr, y_va, np.zeros(len(x_te), np.int32)])
+  n_tr, n_va = len(x_tr), len(x_va)
+  train = np.arange(n_tr)
+  if pad_with is not None:  # padded slots: never trained on, whatever row they point at
+    train = np.concatenate([train, np.full(40, pad_with)])
+  proba, best = probe.train_probes(jnp.arange(3), x, y, train[None], np.asarray([n_tr]),
+                                   np.arange(n_tr, n_tr + n_va)[None], np.asarray([n_va]), **_PROBE)
+  return np.asarray(proba)[0], np.asarray(best)[0], (n_tr + n_va, len(x))
+
+
 def test_probe_learns_and_seeds_differ():
   centres = np.random.default_rng(0).normal(size=(3, 16)) * 1.5
   x_tr, y_tr = _blobs(300, seed=1, centres=centres)
   x_va, y_va = _blobs(100, seed=2, centres=centres)
   x_te, y_te = _blobs(200, seed=3, centres=centres)
-  w, b, best_val = probe.train_probes(jnp.arange(3), x_tr, y_tr, x_va, y_va, **_PROBE)
-  assert w.shape == (3, 16, 3) and b.shape == (3, 3)
-  for p in np.asarray(probe.predict_proba(w, b, x_te)):
+  proba, best_val, (start, end) = _one_fold(x_tr, y_tr, x_va, y_va, x_te)
+  assert proba.shape == (3, 600, 3)
+  for p in proba[:, start:end]:
     assert sk_metrics.roc_auc_score(y_te, p, multi_class="ovr") > 0.9
-  assert not np.allclose(w[0], w[1])
-  assert np.all(np.asarray(best_val) > 0.9)
+  assert not np.allclose(proba[0], proba[1])
+  assert np.all(best_val > 0.9)
+
+
+def test_padded_training_slots_are_never_used():
+  centres = np.random.default_rng(0).normal(size=(3, 16)) * 1.5
+  x_tr, y_tr = _blobs(300, seed=1, centres=centres)
+  x_va, y_va = _blobs(100, seed=2, centres=centres)
+  x_te, _ = _blobs(200, seed=3, centres=centres)
+  first, _, _ = _one_fold(x_tr, y_tr, x_va, y_va, x_te, pad_with=0)
+  second, _, _ = _one_fold(x_tr, y_tr, x_va, y_va, x_te, pad_with=550)   # a test row
+  np.testing.assert_allclose(first, second, atol=1e-6)
 
 
 def test_probe_keeps_best_validation_epoch():
@@ -105,10 +129,36 @@ def test_probe_keeps_best_validation_epoch():
   x_tr, y_tr = _blobs(300, seed=1, centres=centres)
   x_va, y_va = _blobs(100, seed=5, centres=centres)
   wrong = (y_va + 1) % 3
-  w, b, best = probe.train_probes(jnp.arange(3), x_tr, y_tr, x_va, wrong, **_PROBE)
+  proba, best, _ = _one_fold(x_tr, y_tr, x_va, wrong, x_va[:200])
   # The kept parameters are the ones that scored `best` on validation, whichever epoch that was.
-  for seed, p in enumerate(np.asarray(probe.predict_proba(w, b, x_va))):
+  for seed, p in enumerate(proba[:, 300:400]):
     assert probe.auroc(p, wrong, 3) == pytest.approx(float(best[seed]), abs=1e-5)
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_logistic_regression_matches_sklearn(num_classes):
+  rng = np.random.default_rng(num_classes)
+  centres = rng.normal(size=(num_classes, 12))
+  x, y = _blobs(260, seed=7, centres=centres)
+  x = x * rng.uniform(0.5, 20, 12) + rng.normal(0, 5, 12)      # unscaled features: standardisation matters
+  train = np.arange(260) < 180
+  scaler = preprocessing.StandardScaler().fit(x[train])
+  grid = np.asarray([0.01, 1.0, 100.0], np.float32)
+  path = np.asarray(probe.fit_logistic_path(x, y, np.stack([train, ~train]).astype(np.float32), grid,
+                                            num_classes=num_classes))
+  assert path.shape == (3, 2, 260, num_classes)
+  for c, fits in zip(grid, path):
+    reference = linear_model.LogisticRegression(C=float(c), max_iter=10000, tol=1e-10).fit(
+        scaler.transform(x[train]), y[train])
+    expected = reference.predict_proba(scaler.transform(x[~train]))
+    proba = fits[0, ~train]
+    np.testing.assert_allclose(proba, expected, atol=2e-3)
+    if num_classes == 2:
+      ours, theirs = sk_metrics.roc_auc_score(y[~train], proba[:, 1]), sk_metrics.roc_auc_score(y[~train], expected[:, 1])
+    else:
+      ours = sk_metrics.roc_auc_score(y[~train], proba, multi_class="ovr")
+      theirs = sk_metrics.roc_auc_score(y[~train], expected, multi_class="ovr")
+    assert abs(ours - theirs) < 1e-3
 
 
 def test_mlp_regressor_learns_and_keeps_best_validation():

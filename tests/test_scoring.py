@@ -1,4 +1,6 @@
 """Levels, weighted AUROC, subject bootstrap intervals and fold sizes, against sklearn and closed forms."""
+import dataclasses
+
 import numpy as np
 import pytest
 from sklearn import metrics as sk_metrics
@@ -29,14 +31,17 @@ def test_weighted_auroc_is_sklearn_on_the_repeated_rows():
     assert value == pytest.approx(sk_metrics.roc_auc_score(binary[repeat], proba[repeat, 1]), abs=1e-12)
 
 
-def test_cluster_weights_keep_a_subjects_recordings_together():
+def test_subject_weights_follow_the_subject_not_the_row():
   subjects = np.asarray(["a", "a", "b", "c", "c", "c"])
-  weights = scoring.cluster_weights(subjects, 200, np.random.default_rng(0))
-  assert weights.shape == (200, 6)
+  weights = scoring.subject_weights(subjects, 2000)
+  assert weights.shape == (2000, 6)
   assert (weights[:, 0] == weights[:, 1]).all() and (weights[:, 3] == weights[:, 5]).all()
-  # Three subjects drawn per replicate: the recordings' weights add up to the drawn subjects' sizes.
-  sizes = np.asarray([2, 2, 1, 3, 3, 3])
-  assert np.allclose((weights / sizes).sum(1), 3)
+  # The same subject draws the same multiplicities wherever it appears (another fold, task, encoder).
+  again = scoring.subject_weights(np.asarray(["c", "z", "a"]), 2000)
+  assert (again[:, 0] == weights[:, 3]).all() and (again[:, 2] == weights[:, 0]).all()
+  assert not (again[:, 1] == weights[:, 2]).all()
+  # Poisson(1) multiplicities: mean 1, variance 1.
+  assert abs(weights[:, 2].mean() - 1) < 0.1 and abs(weights[:, 2].var() - 1) < 0.15
 
 
 def _delong_std(score, positive):
@@ -149,3 +154,69 @@ def test_fold_sizes_count_recordings_subjects_and_classes():
   loo = tasks.Task("t", "table", "heart", "d", ("n", "y"), protocol="loso")
   sizes = tasks.fold_sizes(loo, index, tasks.make_folds(loo, index))
   assert sizes["folds"] == 12 and sizes["test"]["subjects"] == 12 and sizes["test"]["recordings"] == 36
+
+
+def test_cross_validation_keeps_subjects_in_one_fold_and_stratifies():
+  index, _ = _one_site_index(40)     # 40 subjects x 3 recordings, one class per subject
+  task = tasks.Task("t", "table", "heart", "d", ("n", "y"))
+  folds = tasks.make_folds(task, index, protocol="repeated_cv:5:3")
+  assert folds.aggregate == "mean" and len(folds.folds) == 15
+  subject = lambda r: index[r]["subject_id"]
+  tested = []
+  for rep in range(3):
+    mine = folds.folds[5 * rep:5 * rep + 5]
+    tests = [{subject(r) for r in f.test} for f in mine]
+    # Every subject is tested exactly once per repetition, and never trains or validates in its test fold.
+    assert sorted(s for t in tests for s in t) == sorted({r["subject_id"] for r in index})
+    for f, t in zip(mine, tests):
+      assert not t & {subject(r) for r in np.concatenate([f.train, f.valid])}
+      assert not {subject(r) for r in f.train} & {subject(r) for r in f.valid}
+      assert len(f.test) == 24 and sum(index[r]["labels"]["d"] == "y" for r in f.test) == 12   # stratified
+    tested.append(tests)
+  assert tested[0] != tested[1]    # other fold seeds, other folds
+  assert tasks.effective_protocol(task, "cv:5") == "cv:5"
+  assert tasks.effective_protocol(dataclasses.replace(task, protocol="loso"), "cv:5") == "loso"
+  with pytest.raises(ValueError, match="expected official, cv:K or repeated_cv:K:R"):
+    tasks.parse_cv("cv:five")
+
+
+def test_paired_test_holds_its_size_on_equally_good_encoders():
+  """Two encoders that see the same signal with independent noise: p < 0.05 in about 5% of studies."""
+  rng = np.random.default_rng(3)
+  p_values, covered = [], []
+  for repeat in range(200):
+    n = 120
+    y = rng.integers(0, 2, n)
+    signal = y + rng.normal(size=n)
+    subjects = np.asarray([f"r{repeat}s{i}" for i in range(n)])
+    part = lambda noise: [scoring.Part("t", y.astype(float), np.stack([-noise, noise], -1)[None], subjects)]
+    a, b = part(signal + rng.normal(size=n)), part(signal + rng.normal(size=n))
+    result = scoring.paired(a, b, "single", regression=False, num_classes=2, num_samples=400)
+    p_values.append(result["p_value"])
+    covered.append(result["ci95"][0] <= 0 <= result["ci95"][1])
+  rate = np.mean(np.asarray(p_values) < 0.05)
+  assert 0.01 <= rate <= 0.10, rate
+  assert abs(np.mean(covered) - (1 - rate)) < 0.03    # the interval and the test agree
+
+
+def test_evaluation_with_cross_validation_two_probes_and_a_comparison(tmp_path):
+  index, features = _one_site_index(36)
+  rng = np.random.default_rng(0)
+  task = tasks.Task("t", "table", "heart", "d", ("n", "y"))
+  noise = features + rng.normal(size=features.shape).astype(np.float32) * 3
+  outcomes, details = {}, {}
+  for name, x in (("good", features), ("noisy", noise)):
+    for probe_name in ("opera", "logreg"):
+      column = evaluate.column_name(name, probe_name, ("opera", "logreg"))
+      outcomes[column], details[column] = evaluate.probe_task(
+          task, index, x, PROBE, seeds=2, levels=("recording", "subject"), bootstrap=200,
+          protocol="repeated_cv:3:2", probe_name=probe_name)
+  good = outcomes["good · logreg"]
+  assert good["protocol"] == "repeated_cv:3:2" and good["num_folds"] == 6 and good["spread"] == "folds"
+  assert good["std"] == pytest.approx(np.std(list(good["per_fold"].values())))
+  assert len(good["per_seed"]) == 1 and len(outcomes["good · opera"]["per_seed"]) == 2
+  results = {"tasks": {"t": outcomes}, "task_info": {"t": task.info()}}
+  compared = evaluate.compare_tasks(results, {"t": details}, [("good", "noisy")], ("opera", "logreg"), 300)
+  entry = compared["good vs noisy"]["logreg"]["subject"]["tasks"]["t"]
+  assert entry["diff"] == pytest.approx(good["subject"]["mean"] - outcomes["noisy · logreg"]["subject"]["mean"])
+  assert entry["diff"] > 0 and entry["excludes_zero"] and entry["p_value"] < 0.05
