@@ -74,30 +74,26 @@ def _l2(params, names):
   return sum(jnp.sum(params[k] ** 2) for k in names)
 
 
-def _fit(init, loss_fn, score_fn, x_train, y_train, *, seed, epochs, batch_size, tx):
-  """Shuffled mini-batch epochs of `tx` on loss_fn; keeps the parameters with the best score_fn."""
-  n = x_train.shape[0]
-  steps_per_epoch = -(-n // batch_size)
+def _fit(init, loss_fn, score_fn, order, *, seed, epochs, steps_per_epoch, batch_size, tx):
+  """Mini-batch epochs of `tx` on loss_fn(params, rows), each epoch's rows from order(key, length);
+  keeps the parameters with the best score_fn: (best params, best score)."""
   init_key, order_key = jax.random.split(jax.random.key(seed))
   params = init(init_key)
   opt_state = tx.init(params)
 
-  def step(carry, idx):
+  def step(carry, rows):
     params, opt_state = carry
-    grads = jax.grad(loss_fn)(params, x_train[idx], y_train[idx])
-    updates, opt_state = tx.update(grads, opt_state, params)
+    updates, opt_state = tx.update(jax.grad(loss_fn)(params, rows), opt_state, params)
     return (optax.apply_updates(params, updates), opt_state), None
 
   def epoch(carry, key):
     params, opt_state, best, best_score = carry
-    # A fresh permutation, wrapped around so every step has a full batch.
-    order = jnp.resize(jax.random.permutation(key, n), (steps_per_epoch * batch_size,))
-    (params, opt_state), _ = jax.lax.scan(step, (params, opt_state),
-                                          order.reshape(steps_per_epoch, batch_size))
+    rows = order(key, steps_per_epoch * batch_size).reshape(steps_per_epoch, batch_size)
+    (params, opt_state), _ = jax.lax.scan(step, (params, opt_state), rows)
     score = score_fn(params)
     better = score > best_score
     best = jax.tree.map(lambda new, old: jnp.where(better, new, old), params, best)
-    return (params, opt_state, best, jnp.maximum(score, best_score)), score
+    return (params, opt_state, best, jnp.maximum(score, best_score)), None
 
   carry = (params, opt_state, params, jnp.asarray(-jnp.inf))
   (_, _, best, best_score), _ = jax.lax.scan(epoch, carry, jax.random.split(order_key, epochs))
@@ -163,27 +159,9 @@ def train_probes(seeds, x, y, train_rows, num_train, val_rows, num_val, *, num_c
       return macro_auroc(probabilities(params, val), y[val], num_classes, val_weights)
 
     def one_seed(seed):
-      init_key, order_key = jax.random.split(jax.random.key(seed))
-      params = init(init_key)
-      opt_state = tx.init(params)
-
-      def step(carry, idx):
-        params, opt_state = carry
-        updates, opt_state = tx.update(jax.grad(loss_fn)(params, idx), opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), None
-
-      def epoch(carry, key):
-        params, opt_state, best, best_score = carry
-        order = rows[_training_order(key, n, slots, steps_per_epoch * batch_size)]
-        (params, opt_state), _ = jax.lax.scan(step, (params, opt_state),
-                                              order.reshape(steps_per_epoch, batch_size))
-        score = val_auroc(params)
-        better = score > best_score
-        best = jax.tree.map(lambda new, old: jnp.where(better, new, old), params, best)
-        return (params, opt_state, best, jnp.maximum(score, best_score)), None
-
-      carry = (params, opt_state, params, jnp.asarray(-jnp.inf))
-      (_, _, best, best_score), _ = jax.lax.scan(epoch, carry, jax.random.split(order_key, epochs))
+      order = lambda key, length: rows[_training_order(key, n, slots, length)]
+      best, best_score = _fit(init, loss_fn, val_auroc, order, seed=seed, epochs=epochs,
+                              steps_per_epoch=steps_per_epoch, batch_size=batch_size, tx=tx)
       return probabilities(best), best_score
 
     return jax.vmap(one_seed)(seeds)
@@ -263,15 +241,20 @@ def train_regressors(seeds, x_train, y_train, x_val, y_val, *, hidden: int, epoc
   def forward(params, x):
     return _mlp(params, x) * std + mean
 
-  def loss_fn(params, x, y):
-    return jnp.mean((forward(params, x) - y) ** 2) + l2 * _l2(params, ("w1", "b1", "w2", "b2"))
+  def loss_fn(params, rows):
+    return (jnp.mean((forward(params, x_train[rows]) - y_train[rows]) ** 2)
+            + l2 * _l2(params, ("w1", "b1", "w2", "b2")))
 
   def neg_val_mae(params):
     return -jnp.mean(jnp.abs(forward(params, x_val) - y_val))
 
+  n = x_train.shape[0]
+  # A fresh permutation per epoch, wrapped around so every step has a full batch.
+  order = lambda key, length: jnp.resize(jax.random.permutation(key, n), (length,))
+
   def one_seed(seed):
-    return _fit(init, loss_fn, neg_val_mae, x_train, y_train, seed=seed, epochs=epochs,
-                batch_size=batch_size, tx=tx)
+    return _fit(init, loss_fn, neg_val_mae, order, seed=seed, epochs=epochs,
+                steps_per_epoch=-(-n // batch_size), batch_size=batch_size, tx=tx)
 
   best, best_score = jax.vmap(one_seed)(seeds)
   best["mean"], best["std"] = jnp.broadcast_to(mean, seeds.shape), jnp.broadcast_to(std, seeds.shape)

@@ -426,17 +426,21 @@ def _official(task, index, rows, seed) -> Folds:
   return Folds([Fold("official", _rows(train), _rows(valid), _rows(test))], "single")
 
 
+def _add_fold(folds: Folds, fold: Fold, task, index):
+  """Appends `fold`, or records why it cannot be scored."""
+  reason = _unusable(task, index, fold)
+  if reason:
+    folds.skipped.append((fold.name, reason))
+  else:
+    folds.folds.append(fold)
+
+
 def _within_database(task, index, rows, seed) -> Folds:
   out = Folds([], "mean")
   for database in sorted({index[r]["metadata"].get("database") for r in rows}, key=str):
     mine = [r for r in rows if index[r]["metadata"].get("database") == database]
     train, valid, test = _split_rows(index, mine, task, seed)
-    fold = Fold(f"database {database}", _rows(train), _rows(valid), _rows(test))
-    reason = _unusable(task, index, fold)
-    if reason:
-      out.skipped.append((fold.name, reason))
-    else:
-      out.folds.append(fold)
+    _add_fold(out, Fold(f"database {database}", _rows(train), _rows(valid), _rows(test)), task, index)
   return out
 
 
@@ -532,12 +536,7 @@ def _cross_validation(task, index, rows, spec: str, seed: int) -> Folds:
       valid_groups = _valid_groups(_strata(task, index, rest, "subject_id"), task.valid_fraction, seed + rep)
       valid = [r for r in rest if str(index[r]["subject_id"]) in valid_groups]
       train = [r for r in rest if str(index[r]["subject_id"]) not in valid_groups]
-      fold = Fold(f"repetition {rep} fold {f}", _rows(train), _rows(valid), _rows(test))
-      reason = _unusable(task, index, fold)
-      if reason:
-        out.skipped.append((fold.name, reason))
-      else:
-        out.folds.append(fold)
+      _add_fold(out, Fold(f"repetition {rep} fold {f}", _rows(train), _rows(valid), _rows(test)), task, index)
   return out
 
 
