@@ -63,52 +63,63 @@ def standardize(train, *others):
   return [(x - mean) / std for x in (train, *others)]
 
 
-def _optimizer(learning_rate, decay, steps_per_epoch, clip):
-  """Clip the full gradient (L2 term included, as Lightning's gradient_clip_val), then Adam."""
-  schedule = optax.exponential_decay(learning_rate, steps_per_epoch, decay, staircase=True)
-  return optax.chain(optax.clip_by_global_norm(clip), optax.scale_by_adam(),
-                     optax.scale_by_learning_rate(schedule))
+def _adam(clip):
+  """Clip the full gradient (L2 term included, as Lightning's gradient_clip_val), then Adam's direction;
+  `_fit` applies the learning rate, decayed per epoch."""
+  return optax.chain(optax.clip_by_global_norm(clip), optax.scale_by_adam())
 
 
 def _l2(params, names):
   return sum(jnp.sum(params[k] ** 2) for k in names)
 
 
-def _fit(init, loss_fn, score_fn, order, *, seed, epochs, steps_per_epoch, batch_size, tx):
-  """Mini-batch epochs of `tx` on loss_fn(params, rows), each epoch's rows from order(key, length);
-  keeps the parameters with the best score_fn: (best params, best score)."""
+def _fit(init, loss_fn, score_fn, order, *, seed, epochs, steps_per_epoch, batch_size, learning_rate, decay,
+         clip, active_steps=None):
+  """Adam epochs on loss_fn(params, rows) with the learning rate multiplied by `decay` after each epoch;
+  each epoch's rows come from order(key, length); the parameters of the epoch with the best score_fn
+  are kept: (best params, best score). Only the first `active_steps` (default all) of an epoch's
+  `steps_per_epoch` update anything: folds of other sizes in one vmapped program take their own count.
+  """
+  tx = _adam(clip)
+  active_steps = steps_per_epoch if active_steps is None else active_steps
   init_key, order_key = jax.random.split(jax.random.key(seed))
   params = init(init_key)
   opt_state = tx.init(params)
 
-  def step(carry, rows):
-    params, opt_state = carry
-    updates, opt_state = tx.update(jax.grad(loss_fn)(params, rows), opt_state, params)
-    return (optax.apply_updates(params, updates), opt_state), None
+  def step(carry, inputs):
+    params, opt_state, rate = carry
+    rows, index = inputs
+    direction, new_state = tx.update(jax.grad(loss_fn)(params, rows), opt_state, params)
+    active = index < active_steps
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(active, a, b), new, old)
+    params = keep(jax.tree.map(lambda p, d: p - rate * d, params, direction), params)
+    return (params, keep(new_state, opt_state), rate), None
 
-  def epoch(carry, key):
+  def epoch(carry, inputs):
     params, opt_state, best, best_score = carry
+    key, number = inputs
     rows = order(key, steps_per_epoch * batch_size).reshape(steps_per_epoch, batch_size)
-    (params, opt_state), _ = jax.lax.scan(step, (params, opt_state), rows)
+    rate = learning_rate * decay ** number
+    (params, opt_state, _), _ = jax.lax.scan(step, (params, opt_state, rate), (rows, jnp.arange(steps_per_epoch)))
     score = score_fn(params)
     better = score > best_score
     best = jax.tree.map(lambda new, old: jnp.where(better, new, old), params, best)
     return (params, opt_state, best, jnp.maximum(score, best_score)), None
 
   carry = (params, opt_state, params, jnp.asarray(-jnp.inf))
-  (_, _, best, best_score), _ = jax.lax.scan(epoch, carry, jax.random.split(order_key, epochs))
+  inputs = (jax.random.split(order_key, epochs), jnp.arange(epochs))
+  (_, _, best, best_score), _ = jax.lax.scan(epoch, carry, inputs)
   return best, best_score
 
 
 def _training_order(key, num_train, slots: int, length: int):
-  """`length` slots of a fresh permutation of the first `num_train` of `slots` rows, wrapped around.
+  """`length` slot indices: a fresh random order of the first `num_train` of `slots`, wrapped around.
 
-  With num_train == slots this is `jax.random.permutation(key, slots)` repeated, as for a single fold;
-  padded slots (>= num_train) sort after the real ones, keeping the permutation's order among those.
+  The order sorts per-slot uniforms; JAX's counter-based (partitionable) threefry draws a prefix of
+  them identically whatever `slots` is, so a fold's batches do not depend on the folds beside it.
   """
-  perm = jax.random.permutation(key, slots)
-  perm = perm[jnp.argsort(perm >= num_train, stable=True)]
-  return perm[jnp.arange(length) % num_train]
+  noise = jnp.where(jnp.arange(slots) < num_train, jax.random.uniform(key, (slots,)), jnp.inf)
+  return jnp.argsort(noise)[jnp.arange(length) % num_train]
 
 
 def _standardizer(x, row_weights):
@@ -128,26 +139,29 @@ def train_probes(seeds, x, y, train_rows, num_train, val_rows, num_val, *, num_c
   x [N, d] raw features of all rows, y [N] class indices; per fold f: train_rows[f] [T] the training
   rows (padded to T, the first num_train[f] real), val_rows[f] [V] its validation rows (padded, the
   first num_val[f] real).
-  Features are standardised with each fold's training statistics. An epoch is ceil(T / batch) steps
-  for every fold (a single fold: OPERA's ceil(n / batch)). Returns ([F, S, N, C] probabilities of the
-  best-validation epoch, [F, S] best validation AUROCs).
+  Each fold trains exactly as OPERA's probe on its own rows: features standardised with its training
+  statistics, batches of min(batch, n) rows, ceil(n / batch) steps per epoch (a program's epoch has
+  the largest fold's count of steps; a smaller fold's extra steps change nothing). Returns
+  ([F, S, N, C] probabilities of the best-validation epoch, [F, S] best validation AUROCs).
   """
   slots = train_rows.shape[1]
   batch_size = min(batch_size, slots)
   steps_per_epoch = -(-slots // batch_size)
-  tx = _optimizer(learning_rate, decay, steps_per_epoch, clip)
 
   def one_fold(rows, n, val, n_val):
     row_weights = jnp.zeros(x.shape[0], x.dtype).at[rows].add((jnp.arange(slots) < n).astype(x.dtype))
     mean, std = _standardizer(x, row_weights)
     standardized = lambda idx: (x[idx] - mean) / std
+    # A fold smaller than a batch trains on batches of its n rows, as OPERA's (the rest weigh 0).
+    in_batch = (jnp.arange(batch_size) < jnp.minimum(n, batch_size)).astype(x.dtype)
 
     def init(key):
       return {"w": INIT_STD * jax.random.normal(key, (x.shape[1], num_classes)), "b": jnp.zeros((num_classes,))}
 
     def loss_fn(params, idx):
       logits = standardized(idx) @ params["w"] + params["b"]
-      return optax.softmax_cross_entropy_with_integer_labels(logits, y[idx]).mean() + l2 * _l2(params, "wb")
+      ce = optax.softmax_cross_entropy_with_integer_labels(logits, y[idx])
+      return (ce * in_batch).sum() / in_batch.sum() + l2 * _l2(params, "wb")
 
     def probabilities(params, idx=None):
       features = (x - mean) / std if idx is None else standardized(idx)
@@ -161,7 +175,8 @@ def train_probes(seeds, x, y, train_rows, num_train, val_rows, num_val, *, num_c
     def one_seed(seed):
       order = lambda key, length: rows[_training_order(key, n, slots, length)]
       best, best_score = _fit(init, loss_fn, val_auroc, order, seed=seed, epochs=epochs,
-                              steps_per_epoch=steps_per_epoch, batch_size=batch_size, tx=tx)
+                              steps_per_epoch=steps_per_epoch, batch_size=batch_size, learning_rate=learning_rate,
+                              decay=decay, clip=clip, active_steps=-(-n // jnp.minimum(n, batch_size)))
       return probabilities(best), best_score
 
     return jax.vmap(one_seed)(seeds)
@@ -229,7 +244,6 @@ def train_regressors(seeds, x_train, y_train, x_val, y_val, *, hidden: int, epoc
   """Trains one MLP regression head per seed; returns best-validation params (stacked) and val MAEs."""
   dim = x_train.shape[1]
   batch_size = min(batch_size, x_train.shape[0])
-  tx = _optimizer(learning_rate, decay, -(-x_train.shape[0] // batch_size), clip)
   # OPERA de-standardises the head's output with the training targets' statistics.
   mean, std = y_train.mean(), jnp.maximum(y_train.std(), 1e-6)
 
@@ -253,8 +267,8 @@ def train_regressors(seeds, x_train, y_train, x_val, y_val, *, hidden: int, epoc
   order = lambda key, length: jnp.resize(jax.random.permutation(key, n), (length,))
 
   def one_seed(seed):
-    return _fit(init, loss_fn, neg_val_mae, order, seed=seed, epochs=epochs,
-                steps_per_epoch=-(-n // batch_size), batch_size=batch_size, tx=tx)
+    return _fit(init, loss_fn, neg_val_mae, order, seed=seed, epochs=epochs, steps_per_epoch=-(-n // batch_size),
+                batch_size=batch_size, learning_rate=learning_rate, decay=decay, clip=clip)
 
   best, best_score = jax.vmap(one_seed)(seeds)
   best["mean"], best["std"] = jnp.broadcast_to(mean, seeds.shape), jnp.broadcast_to(std, seeds.shape)

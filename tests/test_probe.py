@@ -123,6 +123,25 @@ def test_padded_training_slots_are_never_used():
   np.testing.assert_allclose(first, second, atol=1e-6)
 
 
+def test_each_fold_trains_as_it_would_alone():
+  """Folds of different sizes in one program: each fold's result is the one it gets on its own."""
+  assert jax.config.jax_threefry_partitionable   # the batch order of a fold does not depend on the others
+  centres = np.random.default_rng(0).normal(size=(3, 16)) * 1.5
+  x, y = _blobs(400, seed=1, centres=centres)
+  small = (np.arange(0, 50), np.arange(50, 70))           # 50 rows: one step of a 64-row batch per epoch
+  large = (np.arange(100, 330), np.arange(330, 400))      # 230 rows: four steps per epoch
+  alone = lambda fold: probe.train_probes(jnp.arange(2), x, y, fold[0][None], np.asarray([len(fold[0])]),
+                                          fold[1][None], np.asarray([len(fold[1])]), **_PROBE)
+  rows = np.stack([np.pad(small[0], (0, 180), mode="edge"), large[0]])
+  val = np.stack([np.pad(small[1], (0, 50), mode="edge"), large[1]])
+  together, best = probe.train_probes(jnp.arange(2), x, y, rows, np.asarray([50, 230]), val,
+                                      np.asarray([20, 70]), **_PROBE)
+  for k, fold in enumerate((small, large)):
+    proba, best_alone = alone(fold)
+    np.testing.assert_allclose(np.asarray(together)[k], np.asarray(proba)[0], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(best)[k], np.asarray(best_alone)[0], atol=1e-6)
+
+
 def test_probe_keeps_best_validation_epoch():
   """With the validation labels permuted, later (better-trained) epochs score worse on it."""
   centres = np.random.default_rng(0).normal(size=(3, 16)) * 1.5
