@@ -283,11 +283,43 @@ def run_metrics(export_dir: pathlib.Path) -> dict:
           **{k: last[k] for k in last if k.endswith("loss")}}
 
 
+def _short(cell: dict) -> str:
+  return f"{cell['mean']:.3f} [{cell['ci95'][0]:.2f}, {cell['ci95'][1]:.2f}]" if "ci95" in cell else f"{cell['mean']:.3f}"
+
+
+def summary_tables(results: dict) -> list:
+  """Markdown lines: per probe, feature sets x tasks (mean [95% interval]); then per probe, each
+  comparison's difference per task and over tasks (* where the interval excludes 0)."""
+  tasks = list(results["tasks"])
+  lines = []
+  for probe_name in results.get("probes", ["opera"]):
+    suffix = f" · {probe_name}" if len(results.get("probes", [])) > 1 else ""
+    columns = [c for c in results["encoders"] if c.endswith(suffix)]
+    lines += ["", f"**{probe_name} probe** ({results.get('protocol', 'official')})", "",
+              "| features | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    for column in columns:
+      cells = [_short(results["tasks"][t][column]) if column in results["tasks"][t] else "-" for t in tasks]
+      lines.append(f"| {column[:len(column) - len(suffix)] if suffix else column} | " + " | ".join(cells) + " |")
+  for probe_name in results.get("probes", ["opera"]):
+    rows = [(pair, by_probe[probe_name]["recording"]) for pair, by_probe in results.get("comparisons", {}).items()
+            if probe_name in by_probe and "recording" in by_probe[probe_name]]
+    if not rows:
+      continue
+    lines += ["", f"**AcuLa run minus the control of its seed, {probe_name} probe** (difference [95% interval], "
+              "* excludes 0)", "", "| run | " + " | ".join(tasks) + " | mean over tasks |",
+              "|---" * (len(tasks) + 2) + "|"]
+    for pair, entry in rows:
+      cell = lambda r: f"{r['diff']:+.3f}{'*' if r['excludes_zero'] else ''} [{r['ci95'][0]:+.2f}, {r['ci95'][1]:+.2f}]"
+      cells = [cell(entry["tasks"][t]) if t in entry["tasks"] else "-" for t in tasks]
+      lines.append(f"| {pair.split(' vs ')[0]} | " + " | ".join(cells) + f" | {cell(entry['mean_over_tasks'])} |")
+  return lines
+
+
 def write_summary(work: pathlib.Path, summary: dict):
   results = json.loads((work / "eval_all" / "eval" / "results.json").read_text())
   summary["results"] = results["tasks"]
   (work / "real_data.json").write_text(json.dumps(summary, indent=2, default=str))
-  lines = ["# Real-data experiment", "", (work / "eval_all" / "eval" / "results.md").read_text(), "",
+  lines = ["# Real-data experiment", *summary_tables(results), "", (work / "eval_all" / "eval" / "results.md").read_text(), "",
            "## Training runs", "", "| encoder | steps | examples/s (median) | last losses |", "|---|---|---|---|"]
   for name, metrics in summary["training"].items():
     losses = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k.endswith("loss"))
