@@ -222,8 +222,9 @@ def best_encoder(by_encoder: dict) -> str:
 
 
 def cell_text(outcome: dict) -> str:
-  """'mean ± std [low, high]' (MAE cells add the MAPE in %)."""
-  text = f"{outcome['mean']:.3f} ± {outcome['std']:.3f}"
+  """'mean ± std [low, high]' (MAE cells add the MAPE in %; no ± for a single fit without seeds)."""
+  single_fit = outcome.get("spread") == "seeds" and len(outcome.get("per_seed", [])) == 1
+  text = f"{outcome['mean']:.3f}" + ("" if single_fit else f" ± {outcome['std']:.3f}")
   if outcome["metric"] == "mae":
     text += f" ({outcome['mape_mean']:.1f}%)"
   if "ci95" in outcome:

@@ -252,6 +252,12 @@ def test_report_renders_regression_and_classification():
   assert "alignment" not in page
   results["scoring"] = {"comparison": "alignment"}
   assert "Embedding maps (before and after alignment)" in report_html.render(results, details, maps)
+  # A comparison becomes a forest plot (tasks and their mean) in the page and a starred table in results.md.
+  row = {"diff": 0.05, "ci95": [0.01, 0.09], "p_value": 0.01, "excludes_zero": True}
+  results["comparisons"] = {"a vs b": {"opera": {"recording": {"tasks": {"cls": row}, "mean_over_tasks": row}}}}
+  forest = [svg for svg in _check_html(report_html.render(results, details, maps)) if "paired differences" in svg]
+  assert len(forest) == 1 and ">mean over tasks<" in forest[0] and 'stroke-dasharray="4 3"' in forest[0]
+  assert "| cls | +0.050 * | [+0.010, +0.090] | 0.010 |" in evaluate.comparisons_table(results)
   fpr, tpr = report_html.macro_roc(details["cls"]["a"]["proba"], details["cls"]["a"]["y"], 3)
   assert np.trapezoid(tpr, fpr) == pytest.approx(probe.auroc(details["cls"]["a"]["proba"], details["cls"]["a"]["y"], 3),
                                                  abs=0.03)

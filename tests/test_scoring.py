@@ -215,6 +215,8 @@ def test_evaluation_with_cross_validation_two_probes_and_a_comparison(tmp_path):
   assert good["protocol"] == "repeated_cv:3:2" and good["num_folds"] == 6 and good["spread"] == "folds"
   assert good["std"] == pytest.approx(np.std(list(good["per_fold"].values())))
   assert len(good["per_seed"]) == 1 and len(outcomes["good · opera"]["per_seed"]) == 2
+  official, _ = evaluate.probe_task(task, index, features, PROBE, seeds=2, probe_name="logreg")
+  assert "±" not in scoring.cell_text(official) and "±" in scoring.cell_text(good)   # one fit: no spread
   results = {"tasks": {"t": outcomes}, "task_info": {"t": task.info()}}
   compared = evaluate.compare_tasks(results, {"t": details}, [("good", "noisy")], ("opera", "logreg"), 300)
   entry = compared["good vs noisy"]["logreg"]["subject"]["tasks"]["t"]
