@@ -478,8 +478,7 @@ def _logistic_folds(task, index, features, targets, folds, *, inner_folds=3, gri
       mask[0, held_out[m]] = 1.0
       scores[:, j] = [probe.weighted_macro_auroc(proba[g, m], labels, len(task.classes), mask)[0]
                       for g in range(len(grid))]
-    finite = np.isfinite(scores)
-    mean = np.where(finite.any(1), np.where(finite, scores, 0).sum(1) / np.maximum(finite.sum(1), 1), -np.inf)
+    mean = np.nan_to_num(scoring.finite_mean(scores, axis=1), nan=-np.inf)   # no defined inner score: last
     out.append(proba[int(np.argmax(mean)), (k + 1) * per_fold - 1][None, fold.test])
   return out
 
@@ -538,9 +537,13 @@ def probe_task(task, index: list, features: np.ndarray, probe_config: dict, *, s
   parts = scoring.parts_of(folds, predictions, targets, subject_ids)
   by_level = {"recording": parts, "subject": [scoring.by_subject(p, subject_score) for p in parts]}
   spread = "folds" if protocol.partition(":")[0] in ("cv", "repeated_cv") else "seeds"
+  # Replicates once per level: the intervals here, the paired comparisons later (`compare_tasks`).
+  reps = {level: scoring.replicates(by_level[level], folds.aggregate, num_classes=len(task.classes),
+                                    num_samples=bootstrap) for level in levels} if bootstrap else {}
   scored = {level: scoring.score(by_level[level], folds.aggregate, regression=task.is_regression,
-                                 num_classes=len(task.classes), bootstrap=bootstrap, spread=spread)
-            for level in levels}
+                                 num_classes=len(task.classes), spread=spread) for level in levels}
+  for level, level_reps in reps.items():
+    scored[level]["ci95"] = scoring.interval(level_reps)
   outcome = {**scored[levels[0]], "level": levels[0]}
   if len(levels) > 1:
     outcome[levels[1]] = {**scored[levels[1]], "level": levels[1]}
@@ -551,7 +554,7 @@ def probe_task(task, index: list, features: np.ndarray, probe_config: dict, *, s
   if folds.skipped:
     outcome["skipped_folds"] = [f"{name}: {reason}" for name, reason in folds.skipped]
   detail = _recording_detail(task, parts)
-  detail.update(parts={level: by_level[level] for level in levels}, aggregate=folds.aggregate)
+  detail.update(parts={level: by_level[level] for level in levels}, aggregate=folds.aggregate, replicates=reps)
   return outcome, detail
 
 
@@ -572,9 +575,11 @@ def compare_tasks(results: dict, details: dict, pairs: list, probes, num_samples
           if col_a not in by_column or col_b not in by_column or level not in by_column[col_a]["parts"]:
             continue
           info = results["task_info"][task]
+          # The intervals' replicates (probe_task, same draws and count when it made any) are reused.
+          known = tuple(by_column[c]["replicates"].get(level) for c in (col_a, col_b))
           pair = scoring.paired(by_column[col_a]["parts"][level], by_column[col_b]["parts"][level],
                                 by_column[col_a]["aggregate"], regression=info["kind"] == tasks_lib.REGRESSION,
-                                num_classes=len(info["classes"]), num_samples=num_samples)
+                                num_classes=len(info["classes"]), num_samples=num_samples, known_replicates=known)
           reps.append(pair.pop("replicates"))
           rows[task] = pair
         if not rows:

@@ -201,8 +201,7 @@ def fit_logistic_path(x, y, train_weights, inverse_regularization, *, num_classe
   """
   outputs = 1 if num_classes == 2 else num_classes
   n = train_weights.sum(1)
-  mean = train_weights @ x / n[:, None]
-  std = jnp.sqrt(jnp.maximum(train_weights @ (x * x) / n[:, None] - mean * mean, 0.0)) + 1e-6
+  mean, std = jax.vmap(_standardizer, in_axes=(None, 0))(x, train_weights)
 
   def logits(params):
     w = params["w"] / std[:, :, None]                                       # [F, d, outputs]

@@ -110,7 +110,7 @@ def _weighted_metric(part: Part, weights: np.ndarray, num_classes: int) -> np.nd
   return (weights @ errors.T) / weights.sum(1, keepdims=True)
 
 
-def _nanmean(values, axis):
+def finite_mean(values, axis):
   """Mean over the finite entries; NaN (without numpy's warning) where there are none."""
   finite = np.isfinite(values)
   count = finite.sum(axis)
@@ -130,9 +130,9 @@ def replicates(parts: list, aggregate: str, *, num_classes: int, num_samples: in
     fold_values = np.asarray([_weighted_metric(p, np.ones((1, len(p.y))), num_classes)[0].mean() for p in parts])
     with np.errstate(invalid="ignore", divide="ignore"):
       return (weights @ fold_values) / weights.sum(1)
-  per_part = [_nanmean(_weighted_metric(p, subject_weights(p.subjects, num_samples, seed), num_classes), axis=1)
+  per_part = [finite_mean(_weighted_metric(p, subject_weights(p.subjects, num_samples, seed), num_classes), axis=1)
               for p in parts]
-  return _nanmean(np.stack(per_part), axis=0)
+  return finite_mean(np.stack(per_part), axis=0)
 
 
 def interval(values) -> list:
@@ -160,10 +160,10 @@ def score(parts: list, aggregate: str, *, regression: bool, num_classes: int = 2
       mape = _summary(mapes[0])
     out.update(mape_mean=mape["mean"], mape_std=mape["std"])
   else:
-    per_seed = _nanmean(values, axis=0)
+    per_seed = finite_mean(values, axis=0)
     out = {"metric": "auroc", **_summary(per_seed), "per_seed": [float(v) for v in per_seed], "spread": "seeds"}
     if aggregate == "mean":
-      per_fold = _nanmean(values, axis=1)
+      per_fold = finite_mean(values, axis=1)
       out["per_fold"] = {p.name: float(v) for p, v in zip(parts, per_fold)}
       if spread == "folds":
         out.update(std=float(np.nanstd(per_fold)), spread="folds")
@@ -175,14 +175,16 @@ def score(parts: list, aggregate: str, *, regression: bool, num_classes: int = 2
 
 
 def paired(parts_a: list, parts_b: list, aggregate: str, *, regression: bool, num_classes: int,
-           num_samples: int, seed: int = 0) -> dict:
+           num_samples: int, seed: int = 0, known_replicates=(None, None)) -> dict:
   """A - B on the same folds and subjects: the difference of headline numbers, its paired-bootstrap 95%
   interval and a two-sided p-value (the share of centred replicates at least as far from 0), and the
-  replicates themselves (for means over tasks)."""
+  replicates themselves (for means over tasks). `known_replicates`: either side's `replicates` of the
+  same draws, when the caller computed them already (for its interval)."""
   summary = lambda parts: score(parts, aggregate, regression=regression, num_classes=num_classes)["mean"]
   diff = summary(parts_a) - summary(parts_b)
-  reps = (replicates(parts_a, aggregate, num_classes=num_classes, num_samples=num_samples, seed=seed)
-          - replicates(parts_b, aggregate, num_classes=num_classes, num_samples=num_samples, seed=seed))
+  side = lambda parts, known: known if known is not None else replicates(
+      parts, aggregate, num_classes=num_classes, num_samples=num_samples, seed=seed)
+  reps = side(parts_a, known_replicates[0]) - side(parts_b, known_replicates[1])
   return {"diff": float(diff), **difference_test(diff, reps), "replicates": reps}
 
 
