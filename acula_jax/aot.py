@@ -98,7 +98,7 @@ def abstract_train_inputs(config, dim, mesh):
   """(graphdef, state, batch, rng) as shapes with the shardings the trainer declares."""
   total_steps = max(config.num_train_steps, 1)
   model, optimizer = nnx.eval_shape(
-      lambda: train.create_model_and_optimizer(config, dim, total_steps)[:2])
+      lambda: train.create_model_and_optimizer(config, dim, total_steps, sharding.platform(mesh))[:2])
   graphdef, state = nnx.split((model, optimizer))
   state_sharding = sharding.state_shardings(state, mesh, config.param_sharding)
   with_sharding = lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
@@ -137,7 +137,10 @@ def compile_step(config, accelerator, devices, dim) -> Report:
       "chip_config": accelerator.generation.chip_config, "chips": accelerator.chips,
       "devices": len(devices), "hosts": accelerator.hosts,
       "mesh": dict(mesh.shape), "param_sharding": config.param_sharding,
-      "encoder": config.model.name, "dtype": config.model.dtype, "batch_size": config.batch_size,
+      "encoder": config.model.name,
+      "dtype": acula.resolve_auto("dtype", config.model.dtype, sharding.platform(mesh)),
+      "remat": acula.resolve_auto("remat", config.model.get("remat", "none"), sharding.platform(mesh)),
+      "batch_size": config.batch_size,
       "grad_accum_steps": config.grad_accum_steps, "text_dim": dim,
       "param_bytes": _tree_bytes(params), "state_bytes": _tree_bytes(state),
       "hbm_bytes_per_device": accelerator.hbm_bytes_per_device,
@@ -229,7 +232,7 @@ def format_report(report: Report) -> str:
       f"slice        {d['accelerator']}: topology {d['topology']} ({d['chip_config']}), {d['chips']} chips, "
       f"{d['devices']} devices, {d['hosts']} host(s), HBM {_gib(d['hbm_bytes_per_device'])} per device",
       f"mesh         {d['mesh']}, parameters {d['param_sharding']}",
-      f"step         {d['encoder']} ({d['dtype']}), global batch {d['batch_size']}, grad_accum_steps "
+      f"step         {d['encoder']} ({d['dtype']}, remat {d['remat']}), global batch {d['batch_size']}, grad_accum_steps "
       f"{d['grad_accum_steps']}, text width {d['text_dim']} ({d['text_dim_source']})",
       f"state        parameters {_bytes(d['param_bytes'])}, parameters + optimizer {_bytes(d['state_bytes'])}",
       f"times        lowering {d['lower_s']:.1f} s, compile {d['compile_s']:.1f} s",

@@ -21,7 +21,9 @@ from flax import nnx
 from acula_jax import errors
 
 EXPORT_DIR = "export"
-EXPORT_FORMAT = "acula_jax.encoder/1"
+# /2: transformer blocks stored stacked (`opera_gt.BlockStack`), one leaf per parameter with the block
+# index leading.
+EXPORT_FORMAT = "acula_jax.encoder/2"
 # What an export holds: parameters and BatchNorm running statistics (OPERA-CE/CT); the ViTs have
 # no BatchStats, so their exports are unchanged.
 EXPORT_VARIABLES = (nnx.Param, nnx.BatchStat)
@@ -125,9 +127,23 @@ def _export_dir(path) -> pathlib.Path:
   raise errors.DataError(path, "no exported encoder here (expected manifest.json or export/manifest.json)")
 
 
+def read_export_manifest(path) -> tuple[pathlib.Path, dict]:
+  """(the export directory of `path`, its manifest), refusing exports of another format."""
+  directory = _export_dir(path)
+  try:
+    manifest = json.loads((directory / "manifest.json").read_text())
+  except (OSError, ValueError) as e:
+    raise errors.DataError(directory, f"no readable manifest.json: {e}") from e
+  if manifest.get("format") != EXPORT_FORMAT:
+    raise errors.DataError(directory, (
+        f"export format {manifest.get('format')!r}; this version reads {EXPORT_FORMAT!r}. Write it "
+        "again: `python -m acula_jax.convert` for a released checkpoint, or retrain the run"))
+  return directory, manifest
+
+
 def load_encoder_params(path, encoder: nnx.Module) -> nnx.Module:
   """Loads exported encoder parameters (and BatchNorm statistics) into an encoder of the same shape."""
-  directory = _export_dir(path)
+  directory, _ = read_export_manifest(path)
   state = nnx.state(encoder, EXPORT_VARIABLES)
   target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state.to_pure_dict())
   with ocp.StandardCheckpointer() as checkpointer:
@@ -143,8 +159,7 @@ def load_encoder_params(path, encoder: nnx.Module) -> nnx.Module:
 def load_encoder(path, *, seed: int = 0) -> nnx.Module:
   """The aligned audio encoder of a workdir or export directory, without optimizer or teacher."""
   from acula_jax.models import acula  # pylint: disable=g-import-not-at-top  (avoids a cycle)
-  directory = _export_dir(path)
-  manifest = json.loads((directory / "manifest.json").read_text())
+  directory, manifest = read_export_manifest(path)
   model_config = ml_collections.ConfigDict(manifest["model"])
   encoder = acula.build_encoder(model_config, rngs=nnx.Rngs(seed))
   return load_encoder_params(directory, encoder)

@@ -373,7 +373,7 @@ def _count(state_dict, pattern):
 GT_CONFIG = dict(
     name="opera_gt", spec_frames=256, width=384, depth=12, num_heads=6, mlp_ratio=4.0,
     decoder="swin", decoder_width=256, decoder_depth=16, decoder_heads=16, mask_ratio=0.7,
-    norm_pix_loss=False, pos_layout="patch_hw", dtype="float32")
+    norm_pix_loss=False, pos_layout="patch_hw", remat="none", dtype="float32")
 
 
 def _infer_mae(sd, skip_decoder, no_decoder):
@@ -617,10 +617,12 @@ def convert_state_dict(name, state_dict, *, overrides=None, skip_decoder=False, 
   graphdef, state, rest = nnx.split(abstract, EXPORT_VARIABLES, ...)
   if jax.tree.leaves(rest):
     raise ConversionError(where, f"{name} has variables that cannot be converted: {rest}")
-  pure = state.to_pure_dict()
+  stacked = state.to_pure_dict()
+  pure = opera_gt.unstack_tree(stacked)  # the key maps address blocks one by one
   report = _fill(pure, sd, key_map, where, seed)
   report.prefix, report.root = prefix, root
   _fill_unmapped(pure, report, seed)
+  pure = opera_gt.stack_tree(pure, stacked)
   report.unknown += sorted(outside)
   if strict and report.unknown:
     raise ConversionError(where, f"unknown keys (--strict): {report.unknown}")
@@ -654,13 +656,7 @@ def _sha256(path):
 def load_export(path, *, seed=0):
   """Rebuilds an exported encoder of any kind (parameters and BatchNorm statistics)."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  directory = pathlib.Path(path).absolute()
-  if not (directory / "manifest.json").is_file() and (directory / "export" / "manifest.json").is_file():
-    directory = directory / "export"
-  try:
-    manifest = json.loads((directory / "manifest.json").read_text())
-  except (OSError, ValueError) as e:
-    raise errors.DataError(directory, f"no readable manifest.json: {e}") from e
+  directory, manifest = checkpointing.read_export_manifest(path)
   abstract = nnx.eval_shape(lambda: build_encoder(manifest["model"], rngs=nnx.Rngs(seed)))
   graphdef, state, rest = nnx.split(abstract, EXPORT_VARIABLES, ...)
   target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state.to_pure_dict())

@@ -7,7 +7,9 @@ execution of the program runs it (the product of the trip counts of the loops ar
 
 - `matmul_flops`: 2 x output elements x contracted size of every dot and convolution (TPU's compiler
   writes dots as convolutions; of a convolution's window only the taps that meet data count, see
-  `_taps_meeting_data`), times that count. Elementwise work is not counted;
+  `_taps_meeting_data`), plus the matmuls inside Pallas' TPU flash-attention kernels (custom calls
+  that XLA cannot look into, counted from their q operand: `_FLASH_MATMULS`), times that count.
+  Elementwise work is not counted;
 - `hbm_bytes`: bytes read and written by every kernel (a fusion, or an unfused instruction) of the
   non-fused computations, times that count: a roofline estimate of HBM traffic. A kernel that takes
   a slice of a buffer (dynamic-slice) or writes one into it in place (dynamic-update-slice, how a
@@ -336,6 +338,27 @@ def _matmul_flops(comp: Computation, inst: Instruction) -> float:
   return 2.0 * math.prod(out) * features_per_tap * taps
 
 
+# Pallas' TPU flash attention (`jax.experimental.pallas.ops.tpu.flash_attention`), by the kernel names
+# in a custom call's op_name (the backward kernels' first; every one sits under `flash_attention`): the
+# [n, n] x d matmuls each runs. Forward: q k^T and p v. Backward, which recomputes p: dq kernel
+# q k^T, do v^T, ds k; dkv kernel q k^T, p^T do, do v^T, ds^T q.
+_FLASH_MATMULS = (("flash_mha_bwd_dkv", 4), ("flash_mha_bwd_dq", 3), ("flash_attention", 2))
+
+
+def _flash_attention_flops(comp: Computation, inst: Instruction) -> float:
+  """2 x b x heads x n x n x d per matmul of a flash-attention kernel whose q is [b, heads, n, d]."""
+  if inst.opcode != "custom-call" or 'custom_call_target="tpu_custom_call"' not in inst.attributes:
+    return 0.0
+  op_name = re.search(r'op_name="([^"]*)"', inst.attributes)
+  op_name = op_name.group(1) if op_name else ""
+  matmuls = next((count for name, count in _FLASH_MATMULS if name in op_name), 0)
+  q = _dims(comp.shapes.get(inst.operands[0], "")) if inst.operands else []
+  if not matmuls or len(q) != 4:
+    return 0.0
+  batch, heads, n, d = q
+  return matmuls * 2.0 * batch * heads * n * n * d
+
+
 def _hbm(shape: str) -> float:
   return shape_bytes(shape, hbm_only=True)
 
@@ -424,6 +447,7 @@ def analyze(text: str) -> ProgramStats:
     for inst in comp.instructions.values():
       if inst.opcode in ("dot", "convolution"):
         flops += runs * _matmul_flops(comp, inst)
+      flops += runs * _flash_attention_flops(comp, inst)
       kind = _collective_kind(inst.opcode)
       if kind:
         moved = (shape_bytes(comp.shapes.get(inst.operands[0], "")) if kind == "reduce-scatter"

@@ -38,6 +38,11 @@ def make_mesh(mesh_config=None, devices=None) -> jax.sharding.Mesh:
                        devices=devices)
 
 
+def platform(mesh) -> str:
+  """The platform a program over `mesh` is compiled for ("cpu", "tpu", "gpu")."""
+  return mesh.devices.flat[0].platform
+
+
 def replicated(mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 

@@ -1,5 +1,4 @@
 """The AcuLa training loop: data -> model/optimizer -> jitted step -> checkpoints -> export -> probes."""
-import functools
 import json
 import pathlib
 import signal
@@ -11,6 +10,7 @@ import numpy as np
 import optax
 from absl import logging
 from flax import nnx
+from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from acula_jax import audio
@@ -43,18 +43,23 @@ def create_optimizer(config, total_steps: int):
   return tx, schedule
 
 
-def create_model_and_optimizer(config, text_dim: int | None, total_steps: int):
-  """The AcuLa model, its AdamW optimizer and learning-rate schedule, freshly initialised.
+def create_model_and_optimizer(config, text_dim: int | None, total_steps: int, platform: str):
+  """The AcuLa model for programs on `platform` (its compute dtype), its AdamW optimizer and
+  learning-rate schedule, freshly initialised.
 
   Under `nnx.eval_shape` it builds only shapes (what `acula_jax.aot` compiles against).
   """
-  model = acula.AculaModel(config, text_dim, rngs=nnx.Rngs(config.seed))
+  model = acula.AculaModel(config, text_dim, rngs=nnx.Rngs(config.seed), platform=platform)
   tx, schedule = create_optimizer(config, total_steps)
   return model, nnx.Optimizer(model, tx, wrt=nnx.Param), schedule
 
 
-def compute_losses(model: acula.AculaModel, batch: dict, rng, config):
-  """Total loss and its parts for one batch of waveforms (and teacher embeddings when aligning)."""
+def compute_losses(model: acula.AculaModel, batch: dict, rng, config, gather_axes=None):
+  """Total loss and its parts for one batch of waveforms (and teacher embeddings when aligning).
+
+  `gather_axes`: inside a `shard_map` over these mesh axes, the batch-level alignment loss is
+  computed on every device's projected embeddings, all-gathered (the same value on each device).
+  """
   spec = audio.spectrogram(batch["audio"], **config.audio)  # the encoder family's front end
   metrics = {}
   total = 0.0
@@ -73,6 +78,8 @@ def compute_losses(model: acula.AculaModel, batch: dict, rng, config):
       raise ValueError(f"align_features must be full or visible, got {config.align_features!r}")
     audio_emb = model.audio_head(features)
     text_emb = model.text_head(batch["text_embedding"])
+    if gather_axes:
+      audio_emb, text_emb = (jax.lax.all_gather(x, gather_axes, tiled=True) for x in (audio_emb, text_emb))
     align = losses.alignment_loss(config.loss.alignment, audio_emb, text_emb,
                                   log_temperature=model.log_temperature[...])
     metrics["align_loss"] = align
@@ -81,15 +88,23 @@ def compute_losses(model: acula.AculaModel, batch: dict, rng, config):
   return total, metrics
 
 
-def accumulated_grads(model, batch, keys, config, accum_steps: int):
+def accumulated_grads(model, batch, keys, config, accum_steps: int, mesh=None):
   """Mean gradients (w.r.t. the nnx.Params) and metrics over `accum_steps` scanned micro-batches.
 
   Micro-batch k takes rows k, k + accum_steps, ... so that each one is spread over all devices.
   Returns (grads, metrics, rest): `rest` is the non-parameter state after the last micro-batch
   (BatchNorm running statistics of OPERA-CE/CT, updated micro-batch after micro-batch; empty
   for the ViTs).
+
+  With a `mesh`, replicated parameters and no such state, each device sums the gradients of its own
+  rows over the micro-batches and the devices' sums are added once (`_per_device_accumulation`):
+  one gradient all-reduce per optimizer step instead of one per micro-batch.
   """
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  if accum_steps > 1 and _per_device_accumulation_applies(config, mesh, keys.shape[0], accum_steps, rest):
+    grads, metrics = _per_device_accumulation(graphdef, params, rest, batch, keys, config, accum_steps,
+                                              mesh)
+    return grads, metrics, rest
 
   def loss_and_grads(rest, micro_batch, micro_keys):
     def loss_fn(params):
@@ -103,11 +118,7 @@ def accumulated_grads(model, batch, keys, config, accum_steps: int):
   if accum_steps == 1:
     rest, (grads, metrics) = loss_and_grads(rest, batch, keys)
     return grads, metrics, rest
-  batch_size = keys.shape[0]
-  if batch_size % accum_steps:
-    raise ValueError(f"batch of {batch_size} does not split into {accum_steps} micro-batches")
-  split = lambda x: x.reshape(batch_size // accum_steps, accum_steps, *x.shape[1:]).swapaxes(0, 1)
-  micro_batches = jax.tree.map(split, (batch, keys))
+  micro_batches = _micro_batches((batch, keys), accum_steps)
 
   def add_micro_batch(carry, micro_batch):
     rest, total = carry
@@ -121,6 +132,61 @@ def accumulated_grads(model, batch, keys, config, accum_steps: int):
   return grads, metrics, rest
 
 
+def _micro_batches(tree, accum_steps: int):
+  """[B, ...] leaves -> [accum_steps, B / accum_steps, ...]: micro-batch k holds rows k, k + accum_steps, ..."""
+  batch_size = jax.tree.leaves(tree)[0].shape[0]
+  if batch_size % accum_steps:
+    raise ValueError(f"batch of {batch_size} does not split into {accum_steps} micro-batches")
+  return jax.tree.map(
+      lambda x: x.reshape(batch_size // accum_steps, accum_steps, *x.shape[1:]).swapaxes(0, 1), tree)
+
+
+def _per_device_accumulation_applies(config, mesh, batch_size: int, accum_steps: int, rest) -> bool:
+  # BatchNorm statistics (OPERA-CE/CT) would become per-device ones; split parameters (fsdp) are
+  # reduce-scattered per micro-batch, as ZeRO does.
+  return (mesh is not None and config.param_sharding == "replicated" and not jax.tree.leaves(rest)
+          and (batch_size // mesh.size) % accum_steps == 0)
+
+
+def _per_device_accumulation(graphdef, params, rest, batch, keys, config, accum_steps, mesh):
+  """`accumulated_grads` as one device's program (`shard_map`): the device's rows of each micro-batch
+  (micro-batch k: its rows k, k + accum_steps, ..., which over all devices are the global rows of
+  micro-batch k), gradients summed locally, then added across devices once, after the loop.
+
+  Each device differentiates total / devices, where the MAE term is the mean over its own rows and the
+  alignment term is computed on all devices' embeddings (all-gathered), so the devices' gradients add
+  up to the gradient of the whole micro-batch's loss.
+  """
+  axes = mesh.axis_names
+
+  def one_device(params, rest, batch, keys):
+    def loss_fn(params, micro_batch, micro_keys):
+      model = nnx.merge(graphdef, params, rest, copy=True)
+      total, metrics = compute_losses(model, micro_batch, micro_keys, config, gather_axes=axes)
+      return total / mesh.size, metrics
+
+    def grads_and_metrics(micro_batch, micro_keys):
+      (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, micro_batch, micro_keys)
+      return grads, metrics
+
+    def add_micro_batch(total, micro_batch):
+      return jax.tree.map(jnp.add, total, grads_and_metrics(*micro_batch)), None
+
+    micro_batches = _micro_batches((batch, keys), accum_steps)
+    first = jax.tree.map(lambda x: x[0], micro_batches)
+    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grads_and_metrics, *first))
+    (grads, metrics), _ = jax.lax.scan(add_micro_batch, zeros, micro_batches)
+    metrics = jax.lax.pmean(jax.tree.map(lambda x: x / accum_steps, metrics), axes)
+    return jax.tree.map(lambda g: g[None], grads), metrics
+
+  batch_spec = P(axes)
+  per_device, metrics = jax.shard_map(
+      one_device, mesh=mesh, in_specs=(P(), P(), batch_spec, batch_spec),
+      out_specs=(batch_spec, P()), check_vma=False)(params, rest, batch, keys)
+  grads = jax.tree.map(lambda g: jnp.sum(g, axis=0) / accum_steps, per_device)  # the one all-reduce
+  return grads, metrics
+
+
 def make_train_step(graphdef, config, state_sharding, batch_sharding):
   """A pure step: (state, batch, rng) -> (new state, metrics), jitted with declared shardings.
 
@@ -128,10 +194,18 @@ def make_train_step(graphdef, config, state_sharding, batch_sharding):
   the batch is cut into micro-batches or devices.
   """
 
+  mesh = batch_sharding.mesh
+
   def train_step(state, batch, rng):
+    # The mesh in context: kernels that XLA cannot partition (TPU flash attention) run per batch
+    # shard under it, and activations are kept batch-sharded at block boundaries.
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return _train_step(state, batch, rng)
+
+  def _train_step(state, batch, rng):
     model, optimizer = nnx.merge(graphdef, state)
     keys = jax.random.split(rng, batch["audio"].shape[0])
-    grads, metrics, rest = accumulated_grads(model, batch, keys, config, config.grad_accum_steps)
+    grads, metrics, rest = accumulated_grads(model, batch, keys, config, config.grad_accum_steps, mesh)
     nnx.update(model, rest)  # BatchNorm statistics; nothing for the ViTs
     optimizer.update(model, grads)
     metrics["grad_norm"] = optax.tree.norm(grads)
@@ -264,7 +338,7 @@ def train_and_evaluate(config, workdir) -> dict:
   total_steps = _total_steps(config, num_examples)
 
   model, optimizer, schedule = create_model_and_optimizer(
-      config, teacher.dim if teacher else None, total_steps)
+      config, teacher.dim if teacher else None, total_steps, platform=sharding.platform(mesh))
   if config.init_from:
     checkpointing.load_encoder_params(config.init_from, model.encoder)
   # A copy with its own buffers (the training state's buffers are donated to the step): the

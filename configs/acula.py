@@ -74,21 +74,24 @@ def get_config(arg=None):
 
   config.audio = ml_collections.ConfigDict(audio.OPERA_LOG_MEL)
 
+  # dtype and remat "auto": bfloat16 compute and rematerialised blocks ("dots": keep the Linear
+  # layers' outputs) in programs for accelerators, float32 without recomputation for CPU (see
+  # `acula.AUTO`). Parameters and optimizer state are float32 either way.
   if args.encoder == "opera_gt":
     # pos_layout: OPERA's released positions. decoder="swin" (depth 16, 16 heads) keeps the
     # released checkpoint's decoder; "transformer" is cheaper when starting it afresh.
     config.model = ml_collections.ConfigDict(dict(
         name=args.encoder, width=384, depth=12, num_heads=6, mlp_ratio=4.0, decoder="transformer",
         decoder_width=256, decoder_depth=4, decoder_heads=8, mask_ratio=0.7,
-        norm_pix_loss=False, spec_frames=256, pos_layout="patch_hw", dtype="float32"))
+        norm_pix_loss=False, spec_frames=256, pos_layout="patch_hw", remat="auto", dtype="auto"))
   elif args.encoder == "audiomae":
     from acula_jax.models import audiomae  # pylint: disable=g-import-not-at-top
-    config.model = ml_collections.ConfigDict(dict(name="audiomae", **audiomae.CONFIG, dtype="float32"))
+    config.model = ml_collections.ConfigDict(dict(audiomae.CONFIG, name="audiomae", remat="auto", dtype="auto"))
     set_audiomae_frontend(config)
   else:  # COLA encoders: their modules' configs (their SSL loss is weighted by loss.mae_weight)
     from acula_jax.models import opera_ce, opera_ct  # pylint: disable=g-import-not-at-top
     module = {"opera_ce": opera_ce, "opera_ct": opera_ct}[args.encoder]
-    config.model = ml_collections.ConfigDict(dict(name=args.encoder, **module.CONFIG, dtype="float32"))
+    config.model = ml_collections.ConfigDict(dict(name=args.encoder, **module.CONFIG, dtype="auto"))
 
   config.heads = ml_collections.ConfigDict(dict(hidden_dim=1024, out_dim=512))
 

@@ -21,6 +21,7 @@ from acula_jax import accelerators  # pylint: disable=wrong-import-position
 from acula_jax import aot  # pylint: disable=wrong-import-position
 from acula_jax import hlo_analysis  # pylint: disable=wrong-import-position
 from acula_jax import sharding  # pylint: disable=wrong-import-position
+from acula_jax.models import acula  # pylint: disable=wrong-import-position
 from acula_jax.models import attention  # pylint: disable=wrong-import-position
 from acula_jax.models import opera_ce  # pylint: disable=wrong-import-position
 from configs import acula as acula_config  # pylint: disable=wrong-import-position
@@ -84,31 +85,86 @@ def test_replicated_all_reduces_gradients_and_gathers_no_activations():
   config = _tiny()
   d = _report("replicated").data
   collectives = d["collectives"]
-  assert collectives["all-reduce"]["bytes"] >= d["param_bytes"]  # float32 gradients of every parameter
+  # The gradient of every parameter: bfloat16 compute hands XLA gradients in bfloat16 (reduced
+  # before they are cast to the float32 parameters' dtype) or float32.
+  assert collectives["all-reduce"]["bytes"] >= d["param_bytes"] / 2
   # The only gathers: the batch-level alignment loss's projected embeddings ([batch, out_dim]), not
   # a block's activations ([batch / devices, tokens, width], 64x larger here).
   embeddings = config.batch_size * config.heads.out_dim * 4
   assert collectives["all-gather"]["largest"] <= embeddings
 
 
+def test_one_gradient_all_reduce_per_step_whatever_the_accumulation():
+  """With grad_accum_steps=4 each device sums its micro-batches' gradients and they are reduced
+  across devices once, after the loop: the step's all-reduces are those of the unaccumulated step,
+  none inside the accumulation loop."""
+  plain = _report("replicated").data["collectives"]["all-reduce"]
+  accumulated = aot.run(_tiny(grad_accum_steps=4, batch_size=32), SLICE, dim_flag=TEXT_DIM).data
+  reduce = accumulated["collectives"]["all-reduce"]
+  # The float32 gradients once (and the metrics' mean): not 4x, as when every micro-batch reduced.
+  assert reduce["bytes"] <= 1.05 * accumulated["param_bytes"], reduce
+  assert reduce["count"] <= plain["count"], (reduce, plain)
+
+
 def _trip_counts(report):
   return sorted(loop["trip_count"] for loop in report["loops"])
 
 
-def test_auto_kernels_compile_to_xla_programs_for_tpu(monkeypatch):
-  """A step traced on CPU for TPU gets XLA's attention, not the CPU kernel (whose loops over a
-  batch-sharded axis would gather q/k/v across devices)."""
+def test_auto_attention_compiles_to_the_flash_kernel_for_tpu(monkeypatch):
+  """A step traced on CPU for TPU gets Pallas' flash attention, per batch shard (no gathers of q/k/v),
+  not the CPU kernel (whose loops over a batch-sharded axis would gather q/k/v across devices)."""
   auto = _report("replicated", depth=2).data
-  xla = functools.partial(attention.dot_product_attention, implementation="xla")
-  monkeypatch.setattr(attention, "dot_product_attention", xla)
+  hlo = auto["_hlo"]
+  for kernel in ("flash_attention", "flash_mha_bwd_dq", "flash_mha_bwd_dkv"):
+    assert f"%{kernel}" in hlo, kernel
+  flash = functools.partial(attention.dot_product_attention, implementation="flash")
+  monkeypatch.setattr(attention, "dot_product_attention", flash)
   forced = aot.run(_tiny(2, param_sharding="replicated"), SLICE, dim_flag=TEXT_DIM).data
   assert _trip_counts(auto) == _trip_counts(forced) and len(auto["loops"]) >= 2  # the scanned blocks
   assert auto["collectives"] == forced["collectives"]
   assert auto["matmul_flops_per_step"] == forced["matmul_flops_per_step"]
+  xla = functools.partial(attention.dot_product_attention, implementation="xla")
+  monkeypatch.setattr(attention, "dot_product_attention", xla)
+  plain = aot.run(_tiny(2, param_sharding="replicated"), SLICE, dim_flag=TEXT_DIM).data
+  assert "tpu_custom_call" not in plain["_hlo"]
+  assert auto["collectives"]["all-gather"]["bytes"] <= plain["collectives"]["all-gather"]["bytes"]
   blocked = functools.partial(attention.dot_product_attention, implementation="blocked")
   monkeypatch.setattr(attention, "dot_product_attention", blocked)
   cpu_kernel = aot.run(_tiny(2, param_sharding="replicated"), SLICE, dim_flag=TEXT_DIM).data
   assert len(cpu_kernel["loops"]) > len(auto["loops"])  # what "auto" traced before it followed the target
+
+
+def test_auto_settings_follow_the_compile_target():
+  """dtype/remat "auto": bfloat16 and rematerialised blocks in the TPU program, float32 and none on CPU."""
+  d = _report("replicated").data
+  assert (d["dtype"], d["remat"]) == ("bfloat16", "dots")
+  assert "bf16[" in d["_hlo"]
+  assert acula.resolve_auto("dtype", "auto", "cpu") == "float32"
+  assert acula.resolve_auto("remat", "auto", "cpu") == "none"
+  assert acula.resolve_auto("dtype", "float32", "tpu") == "float32"  # an explicit choice stays
+
+
+def test_flash_attention_flops_are_counted_from_the_kernels():
+  """Pallas kernels are custom calls XLA cannot look into: their matmuls are counted by kernel name
+  (forward 2, backward dq 3 and dkv 4 [n, n] x d matmuls), matching the analytic count."""
+  b, n, h, d = 4, 256, 2, 64
+  device = jax.sharding.SingleDeviceSharding(_tpu_devices()[0])
+  spec = jax.ShapeDtypeStruct((b, n, h, d), jnp.bfloat16, sharding=device)
+  loss = lambda q, k, v: jnp.sum(attention.flash_attention(q, k, v).astype(jnp.float32) ** 2)
+  forward = jax.jit(loss).lower(spec, spec, spec).compile()
+  both = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(spec, spec, spec).compile()
+  one_matmul = 2 * b * h * n * n * d
+  assert hlo_analysis.analyze(forward.as_text()).matmul_flops == 2 * one_matmul
+  assert hlo_analysis.analyze(both.as_text()).matmul_flops == (2 + 3 + 4) * one_matmul
+
+
+def test_fsdp_gathers_weights_not_activations():
+  """FSDP's collectives per step stay within a few times the parameter bytes: each block's weights
+  are gathered where it runs and activations stay batch-sharded (before: activations were
+  gathered, 20x the parameters at the paper config)."""
+  d = _report("fsdp", depth=2).data
+  moved = sum(c["bytes"] for c in d["collectives"].values())
+  assert moved <= 3 * d["param_bytes"], d["collectives"]
 
 
 def _tiny_opera_ce():

@@ -1,4 +1,4 @@
-"""The CPU attention kernel against jax.nn.dot_product_attention (XLA's), values and gradients."""
+"""The CPU and TPU attention kernels against jax.nn.dot_product_attention (XLA's), values and gradients."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,6 +6,7 @@ import pytest
 from flax import nnx
 
 from acula_jax.models import attention
+from acula_jax.models import cpu_kernels
 from acula_jax.models import opera_gt
 
 
@@ -28,8 +29,7 @@ def _value_and_grads(fn, q, k, v, weights):
 def test_blocked_matches_xla_values_and_gradients(shape, block_size):
   q, k, v = _qkv(shape)
   weights = jnp.asarray(np.random.default_rng(1).standard_normal(shape).astype(np.float32))
-  blocked = lambda q, k, v: attention.dot_product_attention(
-      q, k, v, implementation="blocked", block_size=block_size)
+  blocked = lambda q, k, v: cpu_kernels.blocked_attention_bnhd(q, k, v, block_size=block_size)
   out, grads = _value_and_grads(blocked, q, k, v, weights)
   ref_out, ref_grads = _value_and_grads(jax.nn.dot_product_attention, q, k, v, weights)
   np.testing.assert_allclose(out, ref_out, rtol=1e-5, atol=1e-5)
@@ -40,8 +40,7 @@ def test_blocked_matches_xla_values_and_gradients(shape, block_size):
 def test_blocked_is_stable_with_large_logits():
   q, k, v = _qkv((2, 40, 2, 8), scale=30.0)  # logits in the thousands: exp overflows unshifted
   weights = jnp.ones((2, 40, 2, 8))
-  blocked = lambda q, k, v: attention.dot_product_attention(q, k, v, implementation="blocked",
-                                                            block_size=16)
+  blocked = lambda q, k, v: cpu_kernels.blocked_attention_bnhd(q, k, v, block_size=16)
   out, grads = _value_and_grads(blocked, q, k, v, weights)
   ref_out, ref_grads = _value_and_grads(jax.nn.dot_product_attention, q, k, v, weights)
   assert all(bool(jnp.all(jnp.isfinite(x))) for x in (out, *grads))
@@ -53,7 +52,7 @@ def test_blocked_is_stable_with_large_logits():
 def test_bfloat16_inputs_give_bfloat16_close_to_float32():
   q, k, v = _qkv((2, 24, 2, 8))
   low = [x.astype(jnp.bfloat16) for x in (q, k, v)]
-  out = attention.dot_product_attention(*low, implementation="blocked", block_size=8)
+  out = cpu_kernels.blocked_attention_bnhd(*low, block_size=8)
   assert out.dtype == jnp.bfloat16
   ref = jax.nn.dot_product_attention(*[x.astype(jnp.float32) for x in low])
   np.testing.assert_allclose(out.astype(jnp.float32), ref, atol=2e-2)
@@ -70,7 +69,7 @@ def test_auto_follows_the_compile_target_on_cpu():
 
   def program(implementation):
     loss = lambda q, k, v: jnp.sum(attention.dot_product_attention(
-        q, k, v, implementation=implementation, block_size=32) ** 2)
+        q, k, v, implementation=implementation) ** 2)
     compiled = _compiled_for_cpu(jax.grad(loss, argnums=(0, 1, 2)), spec, spec, spec)
     return compiled.as_text().count(" while("), compiled.memory_analysis().temp_size_in_bytes
 
@@ -81,18 +80,18 @@ def test_auto_follows_the_compile_target_on_cpu():
 
 def test_unknown_implementation_is_refused():
   q, k, v = _qkv((1, 4, 1, 4))
-  with pytest.raises(ValueError, match="unknown attention implementation 'flash'"):
-    attention.dot_product_attention(q, k, v, implementation="flash")
+  with pytest.raises(ValueError, match="unknown attention implementation 'splash'"):
+    attention.dot_product_attention(q, k, v, implementation="splash")
 
 
 def test_block_shapes():
-  assert attention.query_rows_per_block(1025, 128) == 120  # 9 blocks of 120, not 9 of 128
-  assert attention.query_rows_per_block(308, 128) == 104
-  assert attention.query_rows_per_block(5, 128) == 8
+  assert cpu_kernels.query_rows_per_block(1025, 128) == 120  # 9 blocks of 120, not 9 of 128
+  assert cpu_kernels.query_rows_per_block(308, 128) == 104
+  assert cpu_kernels.query_rows_per_block(5, 128) == 8
   per_example = 6 * 120 * 1025
-  assert attention.examples_per_block(48, per_example) == 2
-  assert attention.examples_per_block(7, per_example) == 1  # 7 is prime: one example a step
-  assert attention.examples_per_block(48, 10) == 48
+  assert cpu_kernels.examples_per_block(48, per_example) == 2
+  assert cpu_kernels.examples_per_block(7, per_example) == 1  # 7 is prime: one example a step
+  assert cpu_kernels.examples_per_block(48, 10) == 48
 
 
 @pytest.mark.cpu_only  # XLA:GPU/TPU fuse attention differently
@@ -109,23 +108,58 @@ def test_blocked_keeps_no_score_matrices_for_the_backward_pass():
   assert temp_bytes("blocked") < scores
 
 
-def test_scanned_blocks_match_a_python_loop():
-  model = opera_gt.opera_gt(**dict(opera_gt.TINY_CONFIG, depth=3), rngs=nnx.Rngs(3))
+@pytest.mark.parametrize("remat", ["none", "dots", "full"])
+def test_stacked_blocks_match_a_python_loop(remat):
+  model = opera_gt.opera_gt(**dict(opera_gt.TINY_CONFIG, depth=3, remat=remat), rngs=nnx.Rngs(3))
   x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 9, 32)).astype(np.float32))
   graphdef, params = nnx.split(model.blocks)
+  block_graphdef = nnx.graphdef(model.blocks.unstacked()[0])
 
   def scanned(params):
-    return jnp.sum(opera_gt.run_blocks(nnx.merge(graphdef, params), x) ** 2)
+    return jnp.sum(nnx.merge(graphdef, params)(x) ** 2)
 
   def looped(params):
     y = x
-    for block in nnx.merge(graphdef, params):
-      y = block(y)
+    for i in range(3):
+      y = nnx.merge(block_graphdef, jax.tree.map(lambda p, i=i: p[i], params.stacked))(y)
     return jnp.sum(y ** 2)
 
   value, grads = jax.value_and_grad(scanned)(params)
   ref_value, ref_grads = jax.value_and_grad(looped)(params)
   np.testing.assert_allclose(value, ref_value, rtol=1e-6)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), grads, ref_grads)
-  # Parameters stay one module per block (what checkpoints and converters address).
-  assert len(model.blocks) == 3 and isinstance(model.blocks[0], opera_gt.Block)
+  # Created stacked: one leaf per parameter with the block index leading; distinct initial values.
+  kernel = model.blocks.stacked.attn.qkv.kernel[...]
+  assert kernel.shape == (3, 32, 96) and not np.allclose(kernel[0], kernel[1])
+
+
+def test_unstack_tree_round_trips():
+  model = opera_gt.opera_gt(**dict(opera_gt.TINY_CONFIG, depth=3))
+  pure = nnx.state(model, nnx.Param).to_pure_dict()
+  per_block = opera_gt.unstack_tree(pure)
+  assert sorted(per_block["blocks"]) == [0, 1, 2]
+  np.testing.assert_array_equal(per_block["blocks"][1]["mlp"]["fc1"]["kernel"],
+                                pure["blocks"]["stacked"]["mlp"]["fc1"]["kernel"][1])
+  back = opera_gt.stack_tree(per_block, pure)
+  jax.tree.map(np.testing.assert_array_equal, back, pure)
+
+
+@pytest.mark.parametrize("shape, dtype, tolerance", [
+    ((2, 37, 2, 16), jnp.float32, 1e-5),     # one padded 128-row block
+    ((1, 130, 2, 64), jnp.bfloat16, 3e-2),   # two blocks, the second nearly all padding
+])
+def test_tpu_flash_kernel_matches_xla_in_interpret_mode(shape, dtype, tolerance):
+  """The TPU kernel (Pallas' flash attention, padded and masked) run by Pallas' TPU interpreter on
+  this machine, against XLA's attention of the same inputs."""
+  from jax.experimental.pallas import tpu as pltpu  # pylint: disable=g-import-not-at-top
+  q, k, v = (x.astype(dtype) for x in _qkv(shape))
+  weights = jnp.asarray(np.random.default_rng(1).standard_normal(shape).astype(np.float32))
+  flash = lambda q, k, v: attention.dot_product_attention(q, k, v, implementation="flash")
+  xla = lambda q, k, v: jax.nn.dot_product_attention(*(x.astype(jnp.float32) for x in (q, k, v)))
+  with pltpu.force_tpu_interpret_mode():
+    out, grads = _value_and_grads(lambda *a: flash(*a).astype(jnp.float32), q, k, v, weights)
+  ref_out, ref_grads = _value_and_grads(xla, q, k, v, weights)
+  np.testing.assert_allclose(out, ref_out, rtol=tolerance, atol=tolerance)
+  for name, g, ref in zip("qkv", grads, ref_grads):
+    np.testing.assert_allclose(np.asarray(g, np.float32), ref, rtol=tolerance, atol=2 * tolerance,
+                               err_msg=f"d{name}")

@@ -46,3 +46,20 @@ def test_leak_check(tiny_corpus, tmp_path):
   with pytest.raises(AssertionError, match="teacher ids are not training-split corpus ids"):
     real_data.check_no_leak([tiny_corpus / "records"], tmp_path / "teacher2", tiny_corpus, tmp_path / "cache",
                             task_names=tasks)
+
+
+def test_accelerator_step_script_runs_on_cpu(tmp_path):
+  """benchmarks/accelerator_step.py, the prepared script for a lent GPU, at tiny size on this machine."""
+  import json  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  out = subprocess.run(
+      [sys.executable, "benchmarks/accelerator_step.py", "--size=tiny", "--batch=4", "--steps=2",
+       "--warmup=1", f"--json={tmp_path}/r.json"], cwd=REPO, capture_output=True, text=True,
+      timeout=600, check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  results = json.loads((tmp_path / "r.json").read_text())["results"]
+  assert [r["framework"] for r in results] == ["jax", "torch"]
+  assert all(r["step_s"] > 0 and r["peak_bytes"] > 0 for r in results)
+  assert results[0]["dtype"] == "float32" and results[0]["remat"] == "none"  # "auto" on CPU
+  assert "| jax " in out.stdout and "| torch " in out.stdout

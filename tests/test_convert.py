@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from acula_jax import checkpointing
+from acula_jax import errors
 from acula_jax import convert
 from acula_jax.models import opera_ce
 from acula_jax.models import opera_gt
@@ -212,6 +213,15 @@ def test_gt_export_loads_with_checkpointing(tmp_path):
   theirs = checkpointing.load_encoder(tmp_path / "out")  # the training code's loader
   jax.tree.map(np.testing.assert_array_equal, nnx.state(ours, nnx.Param).to_pure_dict(),
                nnx.state(theirs, nnx.Param).to_pure_dict())
+  # The blocks are stored stacked, as the model holds them.
+  kernel = nnx.state(ours, nnx.Param).to_pure_dict()["blocks"]["stacked"]["attn"]["qkv"]["kernel"]
+  assert kernel.shape[0] == ref.GT_TINY["depth"]
+  # An export of the earlier, per-block format is refused in one line saying what to do.
+  old_format = (tmp_path / "out" / "manifest.json")
+  old_format.write_text(manifest.replace(checkpointing.EXPORT_FORMAT, "acula_jax.encoder/1"))
+  for load in (convert.load_export, checkpointing.load_encoder):
+    with pytest.raises(errors.DataError, match="export format 'acula_jax.encoder/1'.*acula_jax.convert"):
+      load(tmp_path / "out")
 
 
 def test_non_gt_exports_load_with_checkpointing(tmp_path, ce_state_dict):

@@ -18,6 +18,7 @@ import pytest
 from flax import nnx
 
 from acula_jax import checkpointing
+from acula_jax import sharding
 from acula_jax import train
 from configs import demo
 
@@ -127,3 +128,32 @@ def test_gradient_accumulation_equals_the_large_batch(tiny_corpus):
   np.testing.assert_allclose(accum_metrics["mae_loss"], full_metrics["mae_loss"], rtol=1e-5)
   for a, b in zip(jax.tree.leaves(accum_grads), jax.tree.leaves(full_grads)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_per_device_accumulation_equals_the_scanned_one():
+  """The one-reduction path (each device sums its rows' gradients over the micro-batches; the
+  alignment loss on all-gathered embeddings) against the scan over whole micro-batches."""
+  config = demo.get_config("tiny")
+  model = train.acula.AculaModel(config, 24, rngs=nnx.Rngs(0))
+  rng = np.random.default_rng(0)
+  batch = {"audio": (rng.standard_normal((8, 31 * 512)) * 0.1).astype(np.float32),
+           "text_embedding": rng.standard_normal((8, 24)).astype(np.float32)}
+  keys = jax.random.split(jax.random.key(3), 8)
+  mesh = sharding.make_mesh(devices=jax.devices()[:1])
+  batch, keys = jax.device_put((batch, keys), sharding.batch_sharding(mesh))  # as the train step's
+  scanned = jax.jit(lambda b, k: train.accumulated_grads(model, b, k, config, 4))(batch, keys)
+  per_device = jax.jit(lambda b, k: train.accumulated_grads(model, b, k, config, 4, mesh))(batch, keys)
+  for name in ("mae_loss", "align_loss", "loss"):
+    np.testing.assert_allclose(per_device[1][name], scanned[1][name], rtol=1e-5, err_msg=name)
+  for a, b in zip(jax.tree.leaves(per_device[0]), jax.tree.leaves(scanned[0])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_accumulation_over_4_devices_matches_one_device(tiny_corpus, tmp_path):
+  """grad_accum_steps=2 with the batch over 4 devices (one gradient all-reduce per step) trains as on
+  one device."""
+  one, four = tmp_path / "one", tmp_path / "four"
+  run_main(main_command(tiny_corpus, one, "--config.grad_accum_steps=2"), run_env(1))
+  run_main(main_command(tiny_corpus, four, "--config.grad_accum_steps=2", "--config.mesh.data=4"),
+           run_env(4))
+  np.testing.assert_allclose(losses(four), losses(one), rtol=2e-4, atol=1e-6)

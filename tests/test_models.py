@@ -237,7 +237,7 @@ def _torch_features(m, spec):
     x = conv(torch.from_numpy(spec)[:, None]).flatten(2).transpose(1, 2) + pos[:, 1:]
     cls = (_t(m.cls_token) + pos[:, :1]).expand(x.shape[0], -1, -1)
     x = torch.cat([cls, x], dim=1)
-    for blk in m.blocks:
+    for blk in m.blocks.unstacked():
       norm1, norm2 = nn.LayerNorm(width, eps=1e-6), nn.LayerNorm(width, eps=1e-6)
       _load_norm(norm1, blk.norm1)
       _load_norm(norm2, blk.norm2)
@@ -273,7 +273,7 @@ def _timm_features(m, spec):
       "pos_embed": torch.from_numpy(_mae_sincos_2d(width, (16, 8), True)).float()[None],
       "fc_norm.weight": _t(m.fc_norm.scale), "fc_norm.bias": _t(m.fc_norm.bias),
   }
-  for i, blk in enumerate(m.blocks):
+  for i, blk in enumerate(m.blocks.unstacked()):
     pairs = dict(norm1=blk.norm1, norm2=blk.norm2)
     for name, ln in pairs.items():
       sd[f"blocks.{i}.{name}.weight"], sd[f"blocks.{i}.{name}.bias"] = _t(ln.scale), _t(ln.bias)

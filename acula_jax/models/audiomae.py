@@ -41,7 +41,7 @@ DECODERS = ("transformer", "swin")
 CONFIG = dict(
     spec_shape=(1024, 128), patch_size=(16, 16), width=768, depth=12, num_heads=12,
     mlp_ratio=4.0, decoder="transformer", decoder_width=512, decoder_depth=8,
-    decoder_heads=16, mask_ratio=0.8, norm_pix_loss=True, pad_to_full=True)
+    decoder_heads=16, mask_ratio=0.8, norm_pix_loss=True, pad_to_full=True, remat="none")
 
 # The released pre-training setting (decoder_mode=1).
 PRETRAINED_CONFIG = dict(CONFIG, decoder="swin", decoder_depth=16)

@@ -39,6 +39,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from acula_jax.models import cpu_kernels
 from acula_jax.models import layers
 
 # (repeats, kernel, stride, expand ratio, in width, out width) per stage of
@@ -218,12 +219,8 @@ def _conv(in_ch, out_ch, kernel, stride=1, *, padding=((0, 0), (0, 0)), use_bias
 class DepthwiseConv(nnx.Conv):
   """A bias-free k x k convolution with one filter per channel over NHWC inputs (nnx.Conv's variables).
 
-  On CPU it runs as k*k shifted slices times per-channel weights, summed: XLA:CPU runs convolutions
-  with feature_group_count == channels 25-100x slower than torch at EfficientNet-B0's shapes
-  (forward + backward), while the shifted form fuses into one elementwise loop, 4-35x faster than
-  XLA's convolution there. Elsewhere nnx.Conv's (XLA's: cuDNN / TPU kernels). The choice follows the
-  platform the program is compiled for (`jax.lax.platform_dependent`), not the host's backend. Same
-  products, summed in another order (float32 rounding).
+  nnx.Conv's (XLA's: cuDNN / TPU kernels), except in programs compiled for CPU, which get
+  `cpu_kernels.shifted_depthwise_conv` (`jax.lax.platform_dependent`, not the host's backend).
   """
 
   def __init__(self, channels, kernel, stride, *, padding, dtype, rngs):
@@ -238,19 +235,10 @@ class DepthwiseConv(nnx.Conv):
     return jax.lax.platform_dependent(x, cpu=self.shifted_sum, default=super().__call__)
 
   def shifted_sum(self, x):
-    """The convolution as k*k strided slices times per-channel weights (XLA:CPU's fast form)."""
     kernel = self.kernel[...]
-    (k_h, k_w, _, _), (s_h, s_w) = kernel.shape, self.strides
     dtype = self.dtype or jnp.promote_types(x.dtype, kernel.dtype)
-    x, kernel = x.astype(dtype), kernel.astype(dtype)
-    x = jnp.pad(x, ((0, 0), *self.padding, (0, 0)))
-    out_h, out_w = (x.shape[1] - k_h) // s_h + 1, (x.shape[2] - k_w) // s_w + 1
-    out = None
-    for i in range(k_h):
-      for j in range(k_w):
-        tap = x[:, i:i + s_h * (out_h - 1) + 1:s_h, j:j + s_w * (out_w - 1) + 1:s_w] * kernel[i, j, 0]
-        out = tap if out is None else out + tap
-    return out
+    return cpu_kernels.shifted_depthwise_conv(x.astype(dtype), kernel.astype(dtype), self.strides,
+                                              self.padding)
 
 
 class MBConv(nnx.Module):

@@ -22,6 +22,9 @@ need; "grid" is the (time row, freq column) table of earlier exports.
 
 Parameters are float32; `dtype` sets the compute dtype (e.g. bfloat16).
 LayerNorm statistics, attention softmax, pooling and losses run in float32.
+The encoder's and the transformer decoder's blocks are a `BlockStack`: parameters
+created stacked, one `lax.scan` over them, `remat` choosing what the backward
+pass recomputes (`REMAT_POLICIES`).
 """
 
 import functools
@@ -34,6 +37,7 @@ import numpy as np
 from acula_jax import losses
 from acula_jax.models import attention
 from acula_jax.models import layers
+from acula_jax.models import partitioning
 from acula_jax.models import swin_decoder
 
 _LN_EPS = 1e-6
@@ -146,33 +150,86 @@ class Block(nnx.Module):
     return x + self.mlp(self.norm2(x))
 
 
-def run_blocks(blocks, x):
-  """x through identical `blocks` in order, as one lax.scan over their stacked parameters.
+REMAT_POLICIES = {
+    "none": None,
+    # Keep the matmul outputs without a batch dimension (the Linear layers'), recompute the rest
+    # (attention, norms, GELU) in the backward pass.
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "full": jax.checkpoint_policies.nothing_saveable,  # keep each block's input only
+}
 
-  Why a scan and not a Python loop: in the backward pass XLA:CPU fuses the residual stream's
-  gradient (a chain of adds and LayerNorm backward terms) into every consumer instead of
-  materialising it, so each layer recomputes all the later layers' terms (quadratic in depth).
-  The scan's loop boundary materialises it once per block: with `attention`'s CPU kernel the
-  full-size step was 1.15x faster than with the loop; since `layers` the two are within noise
-  and the scan needs 20% less temporary memory (BENCHMARKS.md). Parameters stay one module per
-  block, so checkpoints and converters see the same tree.
+
+class BlockStack(nnx.Module):
+  """`depth` identical blocks whose parameters are created stacked on a leading axis (`nnx.vmap`)
+  and run as one `lax.scan`, optionally rematerialised (`remat`, a key of `REMAT_POLICIES`).
+
+  Why a scan: one compiled block instead of `depth`, and in the backward pass XLA:CPU would
+  otherwise fuse the residual stream's gradient into every consumer (quadratic in depth). Why
+  stacked at creation: stacking per-block parameters inside the step costs a copy of them every
+  step and, on TPU, nearly doubled the step's temporaries. Checkpoint paths are
+  `<name>/stacked/<block path>` with the block index as the leading axis (`unstack_tree` gives the
+  per-block view that converters address).
   """
-  if len(blocks) < 2:
-    for block in blocks:
-      x = block(x)
-    return x
-  graphdef, _ = nnx.split(blocks[0])
-  stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[nnx.state(b) for b in blocks])
 
-  def apply_block(carry, state):
-    return nnx.merge(graphdef, state)(carry), None
+  def __init__(self, make_block, depth, *, remat="none", rngs):
+    if remat not in REMAT_POLICIES:
+      raise ValueError(f"unknown remat {remat!r}; available: {', '.join(REMAT_POLICIES)}")
+    self.depth = depth
+    self.remat = remat
+    self.stacked = nnx.data(None)
+    if depth:
+      @nnx.split_rngs(splits=depth)
+      @nnx.vmap(in_axes=(0,), out_axes=0)
+      def create(rngs):
+        return make_block(rngs)
+      self.stacked = nnx.data(create(rngs))
 
-  return jax.lax.scan(apply_block, x, stacked)[0]
+  def __len__(self):
+    return self.depth
+
+  def unstacked(self) -> list:
+    """Copies of the blocks one by one (for reading: writing to them leaves the stack unchanged)."""
+    if not self.depth:
+      return []
+    graphdef, state = nnx.split(self.stacked)
+    return [nnx.merge(graphdef, jax.tree.map(lambda x, i=i: x[i], state)) for i in range(self.depth)]
+
+  def __call__(self, x):
+    if not self.depth:
+      return x
+    graphdef, state = nnx.split(self.stacked)
+
+    def apply_block(carry, block_state):
+      block = nnx.merge(graphdef, partitioning.gathered(block_state))
+      return partitioning.batch_sharded(block(partitioning.batch_sharded(carry))), None
+
+    if self.remat != "none":
+      apply_block = jax.checkpoint(apply_block, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
+    return jax.lax.scan(apply_block, x, state)[0]
 
 
-def _stack(width, depth, num_heads, mlp_ratio, *, dtype, rngs):
-  return nnx.List(
-      [Block(width, num_heads, mlp_ratio, dtype=dtype, rngs=rngs) for _ in range(depth)])
+def unstack_tree(pure):
+  """A pure-dict state with every `BlockStack` as {index: block tree} (leaves sliced; abstract
+  leaves as ShapeDtypeStructs): the per-block view that checkpoint converters address."""
+  if not isinstance(pure, dict):
+    return pure
+  if set(pure) == {"stacked"}:
+    leaves = jax.tree.leaves(pure["stacked"])
+    depth = leaves[0].shape[0]
+    take = lambda i: lambda x: (jax.ShapeDtypeStruct(x.shape[1:], x.dtype)
+                                if isinstance(x, jax.ShapeDtypeStruct) else x[i])
+    return {i: jax.tree.map(take(i), pure["stacked"]) for i in range(depth)}
+  return {k: unstack_tree(v) for k, v in pure.items()}
+
+
+def stack_tree(pure, like):
+  """Inverse of `unstack_tree`, following the structure of `like` (the stacked pure dict)."""
+  if not isinstance(like, dict):
+    return pure
+  if set(like) == {"stacked"}:
+    blocks = [pure[i] for i in range(len(pure))]
+    return {"stacked": jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *blocks)}
+  return {k: stack_tree(pure[k], like[k]) for k in like}
 
 
 # ----------------------------------------------------------------------------
@@ -199,7 +256,7 @@ class MAEViT(nnx.Module):
       self, *, spec_shape=(256, 64), patch_size=(4, 4), width=384, depth=12,
       num_heads=6, mlp_ratio=4.0, decoder="transformer", decoder_width=256,
       decoder_depth=4, decoder_heads=8, mask_ratio=0.7, norm_pix_loss=False,
-      pos_layout="grid", swin_feat_size=None, dtype=jnp.float32, rngs):
+      pos_layout="grid", swin_feat_size=None, remat="none", dtype=jnp.float32, rngs):
     spec_shape, patch_size = tuple(spec_shape), tuple(patch_size)
     if spec_shape[0] % patch_size[0] or spec_shape[1] % patch_size[1]:
       raise ValueError(f"spec_shape {spec_shape} is not a multiple of patch_size {patch_size}")
@@ -230,7 +287,9 @@ class MAEViT(nnx.Module):
     token_init = nnx.initializers.normal(stddev=0.02)
     self.patch_embed = _dense(self.patch_dim, width, dtype=dtype, rngs=rngs)
     self.cls_token = nnx.Param(token_init(rngs.params(), (1, 1, width)))
-    self.blocks = _stack(width, depth, num_heads, mlp_ratio, dtype=dtype, rngs=rngs)
+    self.blocks = BlockStack(
+        lambda rngs: Block(width, num_heads, mlp_ratio, dtype=dtype, rngs=rngs), depth,
+        remat=remat, rngs=rngs)
     self.norm = _layer_norm(width, dtype=dtype, rngs=rngs)  # feeds the decoder
     # Global-pool head (MAE fine-tuning variant); float32, it is tiny.
     self.fc_norm = _layer_norm(width, dtype=jnp.float32, rngs=rngs)
@@ -244,8 +303,9 @@ class MAEViT(nnx.Module):
           feat_size=swin_feat_size or swin_decoder.opera_feat_size(decoder_width),
           dtype=dtype, rngs=rngs)
     else:
-      self.decoder_blocks = _stack(
-          decoder_width, decoder_depth, decoder_heads, mlp_ratio, dtype=dtype, rngs=rngs)
+      self.decoder_blocks = BlockStack(
+          lambda rngs: Block(decoder_width, decoder_heads, mlp_ratio, dtype=dtype, rngs=rngs),
+          decoder_depth, remat=remat, rngs=rngs)
     self.decoder_norm = _layer_norm(decoder_width, dtype=dtype, rngs=rngs)
     self.decoder_pred = _dense(decoder_width, self.patch_dim, dtype=dtype, rngs=rngs)
 
@@ -305,7 +365,7 @@ class MAEViT(nnx.Module):
     cls = jnp.broadcast_to(
         self.cls_token[...].astype(self.dtype), (tokens.shape[0], 1, self.width))
     x = jnp.concatenate([cls, tokens], axis=1)
-    return run_blocks(self.blocks, x)
+    return self.blocks(x)
 
   def _pool(self, x):
     """fc_norm(mean of patch tokens), excluding cls, in float32."""
@@ -365,7 +425,7 @@ class MAEViT(nnx.Module):
       for block in self.decoder_blocks:  # shifted and plain windows alternate: not one scan
         x = block(x)
     else:
-      x = run_blocks(self.decoder_blocks, x)
+      x = self.decoder_blocks(x)
     pred = self.decoder_pred(self.decoder_norm(x))
     return (pred if swin else pred[:, 1:]).astype(jnp.float32)
 
@@ -407,7 +467,7 @@ class MAEViT(nnx.Module):
 OPERA_GT_CONFIG = dict(
     spec_shape=(256, 64), patch_size=(4, 4), width=384, depth=12, num_heads=6,
     mlp_ratio=4.0, decoder="transformer", decoder_width=256, decoder_depth=6,
-    decoder_heads=8, mask_ratio=0.7, norm_pix_loss=False, pos_layout="patch_hw")
+    decoder_heads=8, mask_ratio=0.7, norm_pix_loss=False, pos_layout="patch_hw", remat="none")
 
 # The released OPERA-GT checkpoint: Swin decoder of 16 blocks, 16 heads.
 OPERA_GT_RELEASE_CONFIG = dict(

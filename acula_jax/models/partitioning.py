@@ -1,0 +1,32 @@
+"""Sharding hints inside the models, read from the mesh in context (`jax.sharding.use_abstract_mesh`,
+which the train step sets); without one (evaluation, tests on one device) they do nothing.
+
+Every axis of the training mesh splits the batch (`sharding.BATCH_AXES`); with `param_sharding=fsdp`
+the parameters are split too. The hints make XLA keep activations batch-sharded between blocks and
+gather each block's weights where it runs (per layer, inside the scan), rather than gathering
+activations to meet split weights.
+"""
+import jax
+from jax.sharding import PartitionSpec as P
+
+
+def batch_mesh():
+  """The mesh in context, or None (also inside a `shard_map`, whose body is one device's program)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  return None if mesh.empty or mesh.manual_axes else mesh
+
+
+def batch_sharded(x):
+  """`x` constrained to be split over every mesh axis along its leading (batch) dimension."""
+  mesh = batch_mesh()
+  if mesh is None or x.shape[0] % mesh.size:
+    return x
+  return jax.lax.with_sharding_constraint(x, P(mesh.axis_names))
+
+
+def gathered(tree):
+  """Every leaf of `tree` constrained to be whole on each device: one block's weights, all-gathered
+  where the block runs (a no-op when they are replicated already); their gradients reduce-scatter."""
+  if batch_mesh() is None:
+    return tree
+  return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, P()), tree)
