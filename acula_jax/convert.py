@@ -56,12 +56,13 @@ import numpy as np
 
 from acula_jax import checkpointing
 from acula_jax import errors
+from acula_jax import models
+from acula_jax.models import acula
 from acula_jax.models import audiomae
 from acula_jax.models import opera_ce
 from acula_jax.models import opera_ct
 from acula_jax.models import opera_gt
 
-ENCODERS = ("opera_gt", "opera_ce", "opera_ct", "audiomae")
 EXPORT_VARIABLES = checkpointing.EXPORT_VARIABLES
 
 # Globals that only build plain containers or scalars; replaced by `_Inert`.
@@ -367,15 +368,6 @@ def _count(state_dict, pattern):
   return max(found) + 1 if found else 0
 
 
-# The released OPERA-GT (`mae_vit_small`, decoder_mode=1), in `acula.build_encoder`'s keys.
-# pos_layout: OPERA's sin-cos table (MAE's flexible one over patch_hw = (freq, time) patches);
-# an MAEViT that predates the option ignores it, and the position check then fails loudly.
-GT_CONFIG = dict(
-    name="opera_gt", spec_frames=256, width=384, depth=12, num_heads=6, mlp_ratio=4.0,
-    decoder="swin", decoder_width=256, decoder_depth=16, decoder_heads=16, mask_ratio=0.7,
-    norm_pix_loss=False, pos_layout="patch_hw", remat="none", dtype="float32")
-
-
 def _infer_mae(sd, skip_decoder, no_decoder):
   """Block counts and decoder kind of a root-relative OPERA-GT / AudioMAE state dict.
 
@@ -391,57 +383,43 @@ def _infer_mae(sd, skip_decoder, no_decoder):
   return {**config, "decoder_depth": decoder_depth, "decoder": "swin" if swin else "transformer"}
 
 
-def _build_gt(config, rngs):
-  from acula_jax.models import acula  # pylint: disable=g-import-not-at-top  (heavy, avoids a cycle)
-  if config.get("decoder", "transformer") == "swin" and "swin" not in opera_gt.DECODERS:
-    raise ValueError(
-        "this OPERA-GT checkpoint has a Swin decoder but opera_gt.MAEViT has no "
-        "decoder='swin' yet; convert with --skip_decoder to keep the encoder only")
-  return acula.build_encoder(ml_collections.ConfigDict(config), rngs=rngs)
-
-
 @dataclasses.dataclass(frozen=True)
 class Spec:
-  defaults: dict
-  build: object    # (config dict, rngs) -> encoder
+  released: dict   # the released checkpoint's options (over the model module's CONFIG)
   key_map: object  # (model, skip_decoder) -> KeyMap
   infer: object    # (root-relative state dict, skip_decoder) -> config updates
 
 
+# The released checkpoints' settings; every other option's default is its model module's CONFIG.
 SPECS = {
     "opera_gt": Spec(
-        GT_CONFIG, _build_gt,
+        opera_gt.RELEASE_CONFIG,
         lambda m, skip: _mae_key_map(
             m, fc_norm_keys=("fc_norm", "norm"), fc_norm_default=False, with_decoder=not skip),
         lambda sd, skip: _infer_mae(sd, skip, dict(
-            decoder="transformer", decoder_depth=opera_gt.OPERA_GT_CONFIG["decoder_depth"],
-            decoder_heads=opera_gt.OPERA_GT_CONFIG["decoder_heads"]))),
-    "opera_ce": Spec(
-        dict(name="opera_ce", **opera_ce.CONFIG, dtype="float32"),
-        lambda c, rngs: opera_ce.from_config(c, rngs=rngs),
-        lambda m, skip: _ce_key_map(m),
-        lambda sd, skip: {}),
-    "opera_ct": Spec(
-        dict(name="opera_ct", **opera_ct.CONFIG, dtype="float32"),
-        lambda c, rngs: opera_ct.from_config(c, rngs=rngs),
-        lambda m, skip: _ct_key_map(m),
-        lambda sd, skip: {}),
+            decoder="transformer", decoder_depth=opera_gt.CONFIG["decoder_depth"],
+            decoder_heads=opera_gt.CONFIG["decoder_heads"]))),
+    "opera_ce": Spec(opera_ce.CONFIG, lambda m, skip: _ce_key_map(m), lambda sd, skip: {}),
+    "opera_ct": Spec(opera_ct.CONFIG, lambda m, skip: _ct_key_map(m), lambda sd, skip: {}),
     "audiomae": Spec(
-        dict(name="audiomae", **audiomae.PRETRAINED_CONFIG, swin_feat_size=None, dtype="float32"),
-        lambda c, rngs: audiomae.from_config(c, rngs=rngs),
+        audiomae.PRETRAINED_CONFIG,
         lambda m, skip: _mae_key_map(
             m, fc_norm_keys=("fc_norm",), fc_norm_default=True, with_decoder=not skip),
         lambda sd, skip: _infer_mae(sd, skip, {})),
 }
 
 
+def released_config(name: str) -> dict:
+  """The model config of `name`'s released checkpoint (float32, no recomputation: exports are read
+  for features)."""
+  return dict(models.get_model(name).CONFIG, **SPECS[name].released, name=name, dtype="float32")
+
+
 def build_encoder(model_config, *, rngs):
-  """Any encoder of `ENCODERS` from a manifest config (`name` + its options)."""
+  """Any encoder of `models.ENCODERS` from a manifest config (`name` + its options)."""
   config = dict(model_config)
-  name = config.get("name")
-  if name not in SPECS:
-    raise ValueError(f"unknown encoder {name!r}; available: {', '.join(ENCODERS)}")
-  return SPECS[name].build({**SPECS[name].defaults, **config}, rngs)
+  return acula.build_encoder(ml_collections.ConfigDict({**released_config(config.get("name")), **config}),
+                             rngs=rngs)
 
 
 # ----------------------------------------------------------------------------
@@ -600,17 +578,16 @@ def convert_state_dict(name, state_dict, *, overrides=None, skip_decoder=False, 
 
   Returns (encoder, model_config dict, Report). Raises ConversionError.
   """
-  if name not in SPECS:
-    raise ValueError(f"unknown encoder {name!r}; available: {', '.join(ENCODERS)}")
+  models.get_model(name)  # a ValueError naming the encoders for an unknown name
   spec = SPECS[name]
   state_dict = {k: _to_numpy(v) if type(v).__module__.startswith("torch") else np.asarray(v)
                 for k, v in state_dict.items()}
   sd, outside, prefix, root = align_keys(state_dict, _roots(name), where)
-  config = {**spec.defaults, **spec.infer(sd, skip_decoder), **(overrides or {}), "name": name}
+  config = {**released_config(name), **spec.infer(sd, skip_decoder), **(overrides or {}), "name": name}
   if skip_decoder and name in ("opera_gt", "audiomae"):
     config["decoder"] = "transformer"
   try:
-    abstract = nnx.eval_shape(lambda: spec.build(config, nnx.Rngs(seed)))
+    abstract = nnx.eval_shape(lambda: build_encoder(config, rngs=nnx.Rngs(seed)))
   except (TypeError, ValueError) as e:
     raise ConversionError(where, f"cannot build {name} with {config}: {e}") from e
   key_map = spec.key_map(abstract, skip_decoder)
@@ -684,7 +661,7 @@ def convert(name, checkpoint, output, *, overrides=None, skip_decoder=False, str
 
 def _define_flags():
   """CLI flags, defined only when run as a script so that importing this module defines none."""
-  flags.DEFINE_enum("from", None, ENCODERS, "Which encoder the checkpoint holds.")
+  flags.DEFINE_enum("from", None, models.ENCODERS, "Which encoder the checkpoint holds.")
   flags.DEFINE_string("checkpoint", None, "PyTorch checkpoint (.ckpt/.pth/.pt or .safetensors).")
   flags.DEFINE_string("output", None, "Export directory (manifest.json + encoder/).")
   flags.DEFINE_string("overrides", "", "JSON object of config overrides (e.g. '{\"num_heads\": 6}').")

@@ -232,8 +232,6 @@ def from_module(name: str, module: nnx.Module, *, family="opera_gt", frames=None
 
 
 def _model_frames(model_config: dict):
-  if "spec_frames" in model_config:
-    return int(model_config["spec_frames"])
   if "spec_shape" in model_config:
     return int(model_config["spec_shape"][0])
   return None

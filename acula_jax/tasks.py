@@ -44,7 +44,6 @@ from acula_jax.datasets import common
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
-FAMILIES = ("opera_gt", "opera_ce", "opera_ct", "audiomae")
 # OPERA-GT (and our ViTs) always see 8.18 s windows (256 frames at hop 512), averaged over a
 # recording; OPERA feeds the CNN/Swin encoders `min_len_cnn` / `min_len_htsat` seconds.
 GT_SECONDS = 8.18

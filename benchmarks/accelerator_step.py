@@ -100,7 +100,7 @@ def run_jax(args) -> dict:
   size = SIZES[args.size]
   config = acula_config.get_config("encoder=opera_gt,loss=reference_gram")
   config.model.update({k: v for k, v in size.items() if k in config.model})
-  config.model.spec_frames = config.data.clip_frames = size["frames"]
+  config.model.spec_shape, config.data.clip_frames = (size["frames"], 64), size["frames"]
   config.batch_size = args.batch
   mesh = sharding.make_mesh(config.mesh)
   platform = sharding.platform(mesh)

@@ -139,7 +139,7 @@ def torch_model(name, refs):
   torch.manual_seed(0)
   refs.TorchAttention.sdpa = True
   if name == "opera_gt":
-    c = opera_gt.OPERA_GT_CONFIG
+    c = opera_gt.CONFIG
     model = refs.TorchMAE((256, 64), 4, c["width"], c["depth"], c["num_heads"], 256, 0, 8,
                           refs._gt_positions)  # pylint: disable=protected-access
     return model, model.forward_feature

@@ -8,7 +8,7 @@ r"""Does the Grain input pipeline keep up with the train step? Examples/s of eac
 Config: `configs/real_data.py` (align stage, `loss=linear_cka`: the demo-sized OPERA-GT ViT, MAE term +
 second unmasked pass + linear CKA, batch 32, 2 s = 64-frame crops), with `config.data.records_dir` and
 `config.data.teacher_dir` from the flags. `--clip_frames=256` gives OPERA's 8.16 s crops (the model's
-`spec_frames` follows, so the step sees 4x the tokens).
+`spec_shape` follows, so the step sees 4x the tokens).
 
 Three measurements, in this order, in one process:
   1. pipeline alone: `input_pipeline.create_train_dataset(config, TeacherTable.load(teacher_dir))` for
@@ -85,7 +85,7 @@ def build_config(args):
   config.data.teacher_dir = args.teacher_dir
   if args.clip_frames is not None:
     config.data.clip_frames = args.clip_frames
-    config.model.spec_frames = args.clip_frames  # the ViT's positional table follows the crop
+    config.model.spec_shape = (args.clip_frames, 64)  # the ViT's positional table follows the crop
   if args.batch is not None:
     config.batch_size = args.batch
   return config

@@ -210,7 +210,7 @@ def analytic_flops_per_example(config) -> float:
   encoder pass; heads, patch embedding and the log-mel are left out (small).
   """
   m = config.model
-  tokens = (m.spec_frames // 4) * (64 // 4)
+  tokens = (m.spec_shape[0] // 4) * (m.spec_shape[1] // 4)
   visible = int(tokens * (1 - m.mask_ratio)) + 1
   block = lambda n, d: 24 * n * d * d + 4 * n * n * d
   forward = m.depth * block(visible, m.width) + m.decoder_depth * block(tokens + 1, m.decoder_width)

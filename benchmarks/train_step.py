@@ -7,7 +7,7 @@ r"""One OPERA-GT AcuLa training step: this repo's JAX step vs the authors' PyTor
 
 Both sides run the same step at full size: OPERA-GT's MAE ViT-S (256 x 64 log-mel, 4 x 4 patches ->
 1024 tokens, width 384, 12 pre-LN blocks, 6 heads), 70% masking, a transformer decoder (width 256, 8 heads,
-`--decoder_depth` blocks; default `opera_gt.OPERA_GT_CONFIG`), the MAE loss on masked patches, a second,
+`--decoder_depth` blocks; default `opera_gt.CONFIG`), the MAE loss on masked patches, a second,
 unmasked encoder pass whose pooled features feed the audio head (384 -> 1024 -> 512), a text head
 (text_dim -> 1024 -> 512) on teacher embeddings, the alignment loss, global-norm clipping at 1.0 and AdamW.
 
@@ -67,7 +67,7 @@ def parse_args(argv=None):
                       help="JAX alignment loss (torch always uses the authors' reference Gram loss)")
   parser.add_argument("--text_dim", type=int, default=384, help="teacher width (MiniLM 384)")
   parser.add_argument("--decoder_depth", type=int, default=None,
-                      help="MAE decoder blocks (default: opera_gt.OPERA_GT_CONFIG's)")
+                      help="MAE decoder blocks (default: opera_gt.CONFIG's)")
   parser.add_argument("--torch_attention", choices=("sdpa", "manual"), default="sdpa",
                       help="torch attention: sdpa = F.scaled_dot_product_attention (timm >= 0.9); manual = "
                       "softmax(q k^T) v with the scores materialised (timm <= 0.6, the MAE/OPERA era)")
@@ -175,13 +175,13 @@ def build_jax_step(args):
   from acula_jax.models import opera_gt
   from configs import acula as acula_config
 
-  gt = opera_gt.OPERA_GT_CONFIG
+  gt = opera_gt.CONFIG
   config = acula_config.get_config(f"encoder=opera_gt,loss={args.loss}")
   config.model.update(
       width=gt["width"], depth=gt["depth"], num_heads=gt["num_heads"], mlp_ratio=gt["mlp_ratio"],
       decoder_width=gt["decoder_width"], decoder_heads=gt["decoder_heads"],
       decoder_depth=args.decoder_depth or gt["decoder_depth"], mask_ratio=gt["mask_ratio"],
-      norm_pix_loss=gt["norm_pix_loss"], spec_frames=gt["spec_shape"][0], dtype="float32")
+      norm_pix_loss=gt["norm_pix_loss"], spec_shape=gt["spec_shape"], dtype="float32")
   config.batch_size = args.batch
   config.grad_accum_steps = args.accum
   config.align_features = "full"  # the authors' second, unmasked pass
@@ -434,15 +434,15 @@ def run_torch(args) -> dict:
 
 
 def _opera_decoder_depth():
-  """OPERA_GT_CONFIG's decoder depth, read from the source so that the torch child never imports jax."""
+  """CONFIG's decoder depth, read from the source so that the torch child never imports jax."""
   import ast
   tree = ast.parse((REPO / "acula_jax" / "models" / "opera_gt.py").read_text())
   for node in ast.walk(tree):
-    if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "OPERA_GT_CONFIG":
+    if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "CONFIG":
       for keyword in node.value.keywords:
         if keyword.arg == "decoder_depth":
           return ast.literal_eval(keyword.value)
-  raise LookupError("OPERA_GT_CONFIG.decoder_depth not found in acula_jax/models/opera_gt.py")
+  raise LookupError("CONFIG.decoder_depth not found in acula_jax/models/opera_gt.py")
 
 
 # ----------------------------------------------------------------------------------------------------

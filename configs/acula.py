@@ -28,10 +28,10 @@ import types
 import ml_collections
 
 from acula_jax import audio
+from acula_jax import models
 from acula_jax import probe
 
 ALIGNMENT_LOSSES = ("linear_cka", "contrastive", "reference_gram")
-ENCODERS = ("opera_gt", "opera_ce", "opera_ct", "audiomae")
 
 
 def parse_arg(arg, **defaults):
@@ -56,8 +56,8 @@ def get_config(arg=None):
   args = parse_arg(arg, encoder="opera_gt", loss="linear_cka", teacher="minilm")
   if args.loss not in ALIGNMENT_LOSSES:
     raise ValueError(f"loss must be one of {ALIGNMENT_LOSSES}, got {args.loss!r}")
-  if args.encoder not in ENCODERS:
-    raise ValueError(f"encoder {args.encoder!r} is not available here; choose from {ENCODERS}")
+  if args.encoder not in models.ENCODERS:
+    raise ValueError(f"encoder {args.encoder!r} is not available here; choose from {models.ENCODERS}")
 
   config = ml_collections.ConfigDict()
   config.seed = 0
@@ -74,24 +74,18 @@ def get_config(arg=None):
 
   config.audio = ml_collections.ConfigDict(audio.OPERA_LOG_MEL)
 
-  # dtype and remat "auto": bfloat16 compute and rematerialised blocks ("dots": keep the Linear
-  # layers' outputs) in programs for accelerators, float32 without recomputation for CPU (see
-  # `acula.AUTO`). Parameters and optimizer state are float32 either way.
-  if args.encoder == "opera_gt":
-    # pos_layout: OPERA's released positions. decoder="swin" (depth 16, 16 heads) keeps the
-    # released checkpoint's decoder; "transformer" is cheaper when starting it afresh.
-    config.model = ml_collections.ConfigDict(dict(
-        name=args.encoder, width=384, depth=12, num_heads=6, mlp_ratio=4.0, decoder="transformer",
-        decoder_width=256, decoder_depth=4, decoder_heads=8, mask_ratio=0.7,
-        norm_pix_loss=False, spec_frames=256, pos_layout="patch_hw", remat="auto", dtype="auto"))
-  elif args.encoder == "audiomae":
-    from acula_jax.models import audiomae  # pylint: disable=g-import-not-at-top
-    config.model = ml_collections.ConfigDict(dict(audiomae.CONFIG, name="audiomae", remat="auto", dtype="auto"))
+  # The encoder's own defaults (`models.get_model(name).CONFIG`). dtype and remat "auto": bfloat16
+  # compute and rematerialised blocks ("dots": keep the Linear layers' outputs) in programs for
+  # accelerators, float32 without recomputation for CPU (see `acula.AUTO`). Parameters and optimizer
+  # state are float32 either way. OPERA-GT's MAE decoder is the plain transformer (cheaper when
+  # starting it afresh); a converted release's Swin decoder needs --config.model.decoder=swin
+  # --config.model.decoder_depth=16 --config.model.decoder_heads=16.
+  module = models.get_model(args.encoder)
+  config.model = ml_collections.ConfigDict(dict(module.CONFIG, name=args.encoder, dtype="auto"))
+  if "remat" in module.CONFIG:  # the transformers' BlockStack
+    config.model.remat = "auto"
+  if args.encoder == "audiomae":
     set_audiomae_frontend(config)
-  else:  # COLA encoders: their modules' configs (their SSL loss is weighted by loss.mae_weight)
-    from acula_jax.models import opera_ce, opera_ct  # pylint: disable=g-import-not-at-top
-    module = {"opera_ce": opera_ce, "opera_ct": opera_ct}[args.encoder]
-    config.model = ml_collections.ConfigDict(dict(name=args.encoder, **module.CONFIG, dtype="auto"))
 
   config.heads = ml_collections.ConfigDict(dict(hidden_dim=1024, out_dim=512))
 

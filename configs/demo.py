@@ -33,7 +33,7 @@ def get_config(arg=None):
   if args.encoder == "opera_gt":
     config.data.clip_frames = 64
     config.model.update(width=64, depth=3, num_heads=2, decoder_width=64, decoder_depth=1,
-                        decoder_heads=2, spec_frames=64)
+                        decoder_heads=2, spec_shape=(64, 64))
   else:
     config.model.update(spec_shape=(192, 128), width=64, depth=3, num_heads=2, decoder_width=64,
                         decoder_depth=1, decoder_heads=2)
@@ -73,7 +73,7 @@ def _make_tiny(config: ml_collections.ConfigDict):
   else:
     config.data.clip_frames = 32
     config.model.update(width=32, depth=1, num_heads=2, decoder_width=32, decoder_depth=1,
-                        decoder_heads=2, spec_frames=32)
+                        decoder_heads=2, spec_shape=(32, 64))
   config.heads.hidden_dim = 32
   config.heads.out_dim = 16
   config.batch_size = 8

@@ -41,3 +41,26 @@ def test_audiomae_config_reads_its_fbank():
   assert (config.audio.mean, config.audio.std) == (-4.2677393, 4.5689974)
   assert config.data.clip_frames == 1024 and input_pipeline.clip_samples(config) == 164080
   assert "frontend" not in acula.get_config("encoder=opera_ct").audio  # OPERA's log-mel
+
+
+@pytest.mark.parametrize("name", ["opera_gt", "opera_ce", "opera_ct", "audiomae"])
+def test_encoder_configs_start_from_the_model_module(name):
+  """One registry: `models.get_model(name)` is `acula_jax.models.<name>`, whose CONFIG is every
+  option's default; configs/acula.py takes it as it is and builds the encoder it names."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  from acula_jax import models  # pylint: disable=g-import-not-at-top
+  module = models.get_model(name)
+  assert module is importlib.import_module(f"acula_jax.models.{name}")
+  model_config = acula.get_config(f"encoder={name}").model
+  for key, default in module.CONFIG.items():
+    if key == "remat":  # the config asks for "auto", resolved by compile target
+      continue
+    value = model_config[key]
+    assert (tuple(value) if isinstance(value, (list, tuple)) else value) == default, key
+  assert model_config.dtype == "auto" and model_config.get("remat", "auto") == "auto"
+
+
+def test_unknown_encoder_names_the_known_ones():
+  from acula_jax import models  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match="unknown encoder 'opera_xx'; available: opera_gt, opera_ce"):
+    models.get_model("opera_xx")

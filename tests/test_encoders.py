@@ -435,14 +435,14 @@ def _max_diff(a, b):
 # ----------------------------------------------------------------------------
 # OPERA-GT and AudioMAE through the converter.
 
-GT_TINY = dict(spec_frames=32, width=32, depth=2, num_heads=2, decoder_width=32, decoder_depth=1,
+GT_TINY = dict(spec_shape=(32, 64), width=32, depth=2, num_heads=2, decoder_width=32, decoder_depth=1,
                decoder_heads=2)
 
 
 def _gt_positions(dim, grid):
   """The positions of the OPERA-GT model `convert` builds (MAE's grid or OPERA's patch_hw table,
   depending on whether MAEViT has `pos_layout` yet), for the reference to share."""
-  config = dict(convert.GT_CONFIG, spec_frames=grid[0] * 4, width=dim, depth=0, num_heads=1,
+  config = dict(convert.released_config("opera_gt"), spec_shape=(grid[0] * 4, 64), width=dim, depth=0, num_heads=1,
                 decoder="transformer", decoder_width=dim, decoder_depth=0, decoder_heads=1)
   model = nnx.eval_shape(lambda: convert.build_encoder(config, rngs=nnx.Rngs(0)))
   return np.asarray(model.pos_embed())
@@ -551,7 +551,7 @@ def test_opera_gt_full_size_matches_torch():
   torch.manual_seed(20)
   ref = randomize_norms(TorchMAE((256, 64), 4, 384, 12, 6, 256, 0, 8, _gt_positions), 21).eval()
   model, config, _ = convert.convert_state_dict("opera_gt", ref.state_dict(), skip_decoder=True)
-  assert (config["width"], config["depth"], config["spec_frames"]) == (384, 12, 256)
+  assert (config["width"], config["depth"], tuple(config["spec_shape"])) == (384, 12, (256, 64))
   spec = _spec(1, 256, seed=22)
   with torch.no_grad():
     want = ref.forward_feature(torch.from_numpy(spec)).numpy()

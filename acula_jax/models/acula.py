@@ -6,18 +6,9 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from acula_jax.models import audiomae
+from acula_jax import models
 from acula_jax.models import heads
-from acula_jax.models import opera_ce
-from acula_jax.models import opera_ct
-from acula_jax.models import opera_gt
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-# Encoders other than OPERA-GT build from their own config keys (see each module's CONFIG).
-_FROM_CONFIG = {
-    "opera_ce": opera_ce.from_config, "opera_ct": opera_ct.from_config,
-    "audiomae": audiomae.from_config}
-ENCODERS = ("opera_gt",) + tuple(_FROM_CONFIG)
 # "auto" settings, by the platform a program is compiled for: bfloat16 compute (parameters and
 # optimizer state stay float32) and rematerialised blocks on accelerators, where HBM bounds the batch;
 # float32 and no recomputation on CPU, where neither pays.
@@ -45,24 +36,10 @@ def for_platform(model_config, platform: str | None = None):
 
 
 def build_encoder(model_config, *, rngs: nnx.Rngs, platform: str | None = None) -> nnx.Module:
-  """The encoder named by `model_config.name`, at the configured size, its "auto" settings (`AUTO`)
-  resolved for programs on `platform`."""
+  """The encoder named by `model_config.name` (`models.get_model`), at the configured size, its
+  "auto" settings (`AUTO`) resolved for programs on `platform`."""
   model_config = for_platform(model_config, platform)
-  if model_config.name in _FROM_CONFIG:
-    return _FROM_CONFIG[model_config.name](model_config, rngs=rngs)
-  if model_config.name != "opera_gt":
-    raise ValueError(f"unknown encoder {model_config.name!r}; available: {', '.join(ENCODERS)}")
-  # Exports written before `decoder`/`pos_layout` existed keep their transformer decoder and
-  # (time, freq) grid positions.
-  return opera_gt.MAEViT(
-      spec_shape=(model_config.spec_frames, 64),
-      width=model_config.width, depth=model_config.depth, num_heads=model_config.num_heads,
-      mlp_ratio=model_config.mlp_ratio, decoder=model_config.get("decoder", "transformer"),
-      decoder_width=model_config.decoder_width,
-      decoder_depth=model_config.decoder_depth, decoder_heads=model_config.decoder_heads,
-      mask_ratio=model_config.mask_ratio, norm_pix_loss=model_config.norm_pix_loss,
-      pos_layout=model_config.get("pos_layout", "grid"), remat=model_config.remat,
-      dtype=DTYPES[model_config.dtype], rngs=rngs)
+  return models.get_model(model_config.name).from_config(model_config, rngs=rngs)
 
 
 class AculaModel(nnx.Module):

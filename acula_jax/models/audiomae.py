@@ -32,7 +32,7 @@ from flax import nnx
 import jax.numpy as jnp
 import numpy as np
 
-from acula_jax.models import opera_ce
+from acula_jax import models
 from acula_jax.models import opera_gt
 from acula_jax.models import swin_decoder
 
@@ -121,5 +121,5 @@ def audiomae(*, rngs=None, dtype=jnp.float32, **overrides):
 
 def from_config(model_config, *, rngs):
   """Builds from a model config (ConfigDict or dict) with `CONFIG`'s keys and `dtype`."""
-  kwargs = opera_ce.config_kwargs(dict(CONFIG, swin_feat_size=None), model_config)
-  return AudioMAE(**kwargs, dtype=opera_ce.parse_dtype(model_config.get("dtype", "float32")), rngs=rngs)
+  kwargs = models.config_kwargs(dict(CONFIG, swin_feat_size=None), model_config)
+  return AudioMAE(**kwargs, dtype=models.parse_dtype(model_config.get("dtype", "float32")), rngs=rngs)

@@ -39,6 +39,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from acula_jax import models
 from acula_jax.models import cpu_kernels
 from acula_jax.models import layers
 
@@ -177,18 +178,6 @@ def cola_forward(encoder, spec, rng, *, crop_frames, augment):
   z2 = encoder.cola_head(f2, k[7])
   loss, accuracy = cola_loss(z1, z2)
   return loss, dict(visible_features=f1, accuracy=accuracy)
-
-
-def parse_dtype(name):
-  """'float32' / 'bfloat16' (or a dtype) -> jnp dtype."""
-  return jnp.dtype(name).type if isinstance(name, str) else name
-
-
-def config_kwargs(defaults, model_config):
-  """Constructor kwargs from a config mapping (dict or ConfigDict): known keys only, lists as tuples."""
-  def as_tuple(v):
-    return tuple(as_tuple(x) for x in v) if isinstance(v, (list, tuple)) else v
-  return {k: as_tuple(model_config.get(k, v)) for k, v in defaults.items()}
 
 
 # ----------------------------------------------------------------------------
@@ -354,6 +343,6 @@ def opera_ce(*, rngs=None, dtype=jnp.float32, **overrides):
 
 def from_config(model_config, *, rngs):
   """Builds from a model config (ConfigDict or dict) with `CONFIG`'s keys and `dtype`."""
-  kwargs = config_kwargs(CONFIG, model_config)
-  return OperaCE(**kwargs, dtype=parse_dtype(model_config.get("dtype", "float32")), rngs=rngs)
+  kwargs = models.config_kwargs(CONFIG, model_config)
+  return OperaCE(**kwargs, dtype=models.parse_dtype(model_config.get("dtype", "float32")), rngs=rngs)
 

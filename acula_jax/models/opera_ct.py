@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from acula_jax import models
 from acula_jax.models import layers
 from acula_jax.models import opera_ce
 from acula_jax.models import swin_decoder
@@ -324,5 +325,5 @@ def opera_ct(*, rngs=None, dtype=jnp.float32, **overrides):
 
 def from_config(model_config, *, rngs):
   """Builds from a model config (ConfigDict or dict) with `CONFIG`'s keys and `dtype`."""
-  kwargs = opera_ce.config_kwargs(CONFIG, model_config)
-  return OperaCT(**kwargs, dtype=opera_ce.parse_dtype(model_config.get("dtype", "float32")), rngs=rngs)
+  kwargs = models.config_kwargs(CONFIG, model_config)
+  return OperaCT(**kwargs, dtype=models.parse_dtype(model_config.get("dtype", "float32")), rngs=rngs)

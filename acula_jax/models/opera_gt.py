@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from acula_jax import losses
+from acula_jax import models
 from acula_jax.models import attention
 from acula_jax.models import layers
 from acula_jax.models import partitioning
@@ -464,14 +465,17 @@ class MAEViT(nnx.Module):
   ssl_forward = mae_forward
 
 
-OPERA_GT_CONFIG = dict(
+# OPERA-GT's options, the one place their defaults live. decoder: OPERA released a Swin decoder
+# (`RELEASE_CONFIG`); the plain transformer decoder is cheaper when starting the decoder afresh.
+# remat: which activations the backward pass recomputes (`REMAT_POLICIES`; configs pass "auto").
+CONFIG = dict(
     spec_shape=(256, 64), patch_size=(4, 4), width=384, depth=12, num_heads=6,
-    mlp_ratio=4.0, decoder="transformer", decoder_width=256, decoder_depth=6,
-    decoder_heads=8, mask_ratio=0.7, norm_pix_loss=False, pos_layout="patch_hw", remat="none")
+    mlp_ratio=4.0, decoder="transformer", decoder_width=256, decoder_depth=4,
+    decoder_heads=8, mask_ratio=0.7, norm_pix_loss=False, pos_layout="patch_hw", remat="none",
+    swin_feat_size=None)
 
 # The released OPERA-GT checkpoint: Swin decoder of 16 blocks, 16 heads.
-OPERA_GT_RELEASE_CONFIG = dict(
-    OPERA_GT_CONFIG, decoder="swin", decoder_depth=16, decoder_heads=16)
+RELEASE_CONFIG = dict(CONFIG, decoder="swin", decoder_depth=16, decoder_heads=16)
 
 # A few-second-to-compile variant for tests.
 TINY_CONFIG = dict(
@@ -480,13 +484,18 @@ TINY_CONFIG = dict(
 
 
 def opera_gt(*, rngs=None, dtype=jnp.float32, **overrides):
-  """OPERA-GT (MAE ViT-S/4 on 256 x 64 log-mels); keyword args override.
+  """OPERA-GT (MAE ViT-S/4 on 256 x 64 log-mels); keyword args override `CONFIG`.
 
   `opera_gt(**TINY_CONFIG)` builds the test-sized model. `rngs` defaults to
   `nnx.Rngs(0)`.
   """
-  unknown = set(overrides) - set(OPERA_GT_CONFIG)
+  unknown = set(overrides) - set(CONFIG)
   if unknown:
-    raise TypeError(f"unknown OPERA-GT options {sorted(unknown)}; valid: {sorted(OPERA_GT_CONFIG)}")
-  config = {**OPERA_GT_CONFIG, **overrides}
-  return MAEViT(**config, dtype=dtype, rngs=nnx.Rngs(0) if rngs is None else rngs)
+    raise TypeError(f"unknown OPERA-GT options {sorted(unknown)}; valid: {sorted(CONFIG)}")
+  return MAEViT(**{**CONFIG, **overrides}, dtype=dtype, rngs=nnx.Rngs(0) if rngs is None else rngs)
+
+
+def from_config(model_config, *, rngs):
+  """Builds from a model config (ConfigDict or dict) with `CONFIG`'s keys and `dtype`."""
+  return MAEViT(**models.config_kwargs(CONFIG, model_config),
+                dtype=models.parse_dtype(model_config.get("dtype", "float32")), rngs=rngs)
