@@ -128,6 +128,7 @@ def needed_bytes_from_error(message: str):
 def compile_step(config, accelerator, devices, dim) -> Report:
   """Lowers and compiles the train step for the slice; the report of its program."""
   mesh = sharding.make_mesh(config.mesh, devices=devices)
+  train.check_renamed_keys(config)
   train.check_batch(config, mesh.devices.size)
   graphdef, state, state_sharding, batch_sharding, batch, rng = abstract_train_inputs(config, dim, mesh)
   step = train.make_train_step(graphdef, config, state_sharding, batch_sharding)

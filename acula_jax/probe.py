@@ -28,8 +28,26 @@ OPERA_PROTOCOL = dict(learning_rate=1e-4, decay=0.97, l2=1e-5, epochs=64, batch_
 # optimisations and XLA's fusion emitters they compile about 6x faster on a 2-core CPU (5.3 s -> 0.8 s
 # for 2000 x 384 features, 64 epochs, 5 seeds) and run about 3x slower (1.4 s -> 4.2 s): a net win
 # even at that size, and most folds are far smaller. Results are the same up to float rounding.
+# These are XLA:CPU's options: programs for other platforms compile with the defaults.
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True,
                 "xla_cpu_use_fusion_emitters": False}
+
+
+def jit_fast_on_cpu(static_argnames):
+  """jax.jit that compiles with `FAST_COMPILE` when the program is for CPU: the platform of the
+  device that holds the first array argument (where the program runs), else of the default device."""
+  def decorate(fn):
+    per_platform = {
+        "cpu": jax.jit(fn, static_argnames=static_argnames, compiler_options=FAST_COMPILE),
+        "other": jax.jit(fn, static_argnames=static_argnames)}
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+      arrays = [a for a in args if isinstance(a, jax.Array)]
+      device = next(iter(arrays[0].devices())) if arrays else jax.devices()[0]
+      return per_platform["cpu" if device.platform == "cpu" else "other"](*args, **kwargs)
+    return run
+  return decorate
 
 
 def _weighted_auroc_jax(score, positive_weight, negative_weight):
@@ -130,8 +148,7 @@ def _standardizer(x, row_weights):
   return mean, jnp.sqrt(var) + 1e-6
 
 
-@functools.partial(jax.jit, static_argnames=("num_classes", "epochs", "batch_size", "decay"),
-                   compiler_options=FAST_COMPILE)
+@jit_fast_on_cpu(static_argnames=("num_classes", "epochs", "batch_size", "decay"))
 def train_probes(seeds, x, y, train_rows, num_train, val_rows, num_val, *, num_classes: int, epochs: int,
                  batch_size: int, learning_rate: float, decay: float, l2: float, clip: float = 1.0):
   """OPERA's linear probe for every fold and seed at once; class probabilities of every row.
@@ -236,8 +253,7 @@ def predict_proba(w, b, x):
   return jax.nn.softmax(jnp.einsum("nd,sdc->snc", x, w) + b[:, None, :])
 
 
-@functools.partial(jax.jit, static_argnames=("hidden", "epochs", "batch_size", "decay"),
-                   compiler_options=FAST_COMPILE)
+@jit_fast_on_cpu(static_argnames=("hidden", "epochs", "batch_size", "decay"))
 def train_regressors(seeds, x_train, y_train, x_val, y_val, *, hidden: int, epochs: int, batch_size: int,
                      learning_rate: float, decay: float, l2: float, clip: float = 1.0):
   """Trains one MLP regression head per seed; returns best-validation params (stacked) and val MAEs."""

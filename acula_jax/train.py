@@ -63,12 +63,12 @@ def compute_losses(model: acula.AculaModel, batch: dict, rng, config, gather_axe
   spec = audio.spectrogram(batch["audio"], **config.audio)  # the encoder family's front end
   metrics = {}
   total = 0.0
-  need_ssl = config.loss.mae_weight > 0 or config.align_features == "visible"
+  need_ssl = config.loss.ssl_weight > 0 or config.align_features == "visible"
   if need_ssl:
-    # The encoder's own self-supervised loss (MAE for the ViTs); named mae_loss as in the paper.
-    mae, aux = model.encoder.ssl_forward(spec, rng)
-    metrics["mae_loss"] = mae
-    total += config.loss.mae_weight * mae
+    # The encoder's own self-supervised loss: MAE for the ViTs, COLA for OPERA-CE/CT.
+    ssl, aux = model.encoder.ssl_forward(spec, rng)
+    metrics["ssl_loss"] = ssl
+    total += config.loss.ssl_weight * ssl
   if model.text_dim:
     if config.align_features == "visible":
       features = aux["visible_features"]
@@ -236,6 +236,19 @@ def _check_finite(metrics: dict, step: int):
         "input data.")
 
 
+RENAMED_KEYS = {"loss.mae_weight": "loss.ssl_weight"}
+
+
+def check_renamed_keys(config):
+  """UsageError for a config key that was renamed, naming the new one."""
+  for old, new in RENAMED_KEYS.items():
+    node = config
+    for part in old.split("."):
+      node = node.get(part) if node is not None else None
+    if node is not None:
+      raise errors.UsageError(f"config.{old} is now config.{new}: set --config.{new}={node}")
+
+
 def check_batch(config, num_devices: int, num_examples: int | None = None):
   """UsageError for batch settings that cannot work, before anything is compiled."""
   batch, accum = config.batch_size, config.grad_accum_steps
@@ -320,6 +333,7 @@ def _restore_if_any(config, workdir, manager, state, data_iterator):
 def train_and_evaluate(config, workdir) -> dict:
   """Trains per `config` in `workdir` (resuming if it holds checkpoints); returns final metrics."""
   workdir = pathlib.Path(workdir)
+  check_renamed_keys(config)
   audio.check_frontend(config.model.name, config.audio, spec_shape=config.model.get("spec_shape"))
   config_changes = workdir_lib.check_config(config, workdir)
   workdir.mkdir(parents=True, exist_ok=True)

@@ -92,7 +92,9 @@ def get_config(arg=None):
   config.loss = ml_collections.ConfigDict()
   config.loss.alignment = args.loss
   config.loss.align_weight = 1.0
-  config.loss.mae_weight = 1.0
+  config.loss.ssl_weight = 1.0         # the encoder's self-supervised loss: MAE (ViTs) or COLA (CE/CT)
+  # Renamed to ssl_weight: kept only so that setting it is an error naming the new key.
+  config.loss.mae_weight = ml_collections.FieldReference(None, field_type=float)
   config.loss.init_temperature = 0.07   # contrastive only; learnable
   # full: a second, unmasked encoder pass feeds the alignment head (the authors' choice);
   # visible: reuse the masked pass's visible tokens (about 60% cheaper per step).

@@ -38,7 +38,7 @@ def get_config(arg=None):
     config.optim.warmup_steps = config.optim.warmup_steps if args.tiny else 100
     return config
   config.num_train_steps = config.num_train_steps if args.tiny else ALIGN_STEPS
-  config.loss.mae_weight = 1.0 if args.mae else 0.0
+  config.loss.ssl_weight = 1.0 if args.mae else 0.0
   config.align_features = args.features
   if not args.text:
     if not args.mae:

@@ -47,7 +47,7 @@ def run_main(cmd, env, timeout=600):
 
 def losses(workdir):
   lines = [json.loads(l) for l in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
-  return np.array([[l["mae_loss"], l["align_loss"]] for l in lines])
+  return np.array([[l["ssl_loss"], l["align_loss"]] for l in lines])
 
 
 def exported(workdir):
@@ -109,7 +109,7 @@ def test_sigkill_then_resume_is_bit_identical(tiny_corpus, tmp_path):
   for a, b in zip(exported(straight), exported(killed)):
     np.testing.assert_array_equal(a, b)
   # Same data order: the resumed run's losses after the checkpoint equal the uninterrupted ones.
-  by_step = lambda w: {json.loads(l)["step"]: json.loads(l)["mae_loss"]
+  by_step = lambda w: {json.loads(l)["step"]: json.loads(l)["ssl_loss"]
                        for l in (w / "metrics.jsonl").read_text().splitlines()}
   resumed, reference = by_step(killed), by_step(straight)
   assert all(resumed[s] == reference[s] for s in range(5, 9))
@@ -125,7 +125,7 @@ def test_gradient_accumulation_equals_the_large_batch(tiny_corpus):
   full_grads, full_metrics, _ = train.accumulated_grads(model, batch, keys, config, 1)
   accum_grads, accum_metrics, _ = jax.jit(
       lambda b, k: train.accumulated_grads(model, b, k, config, 4))(batch, keys)
-  np.testing.assert_allclose(accum_metrics["mae_loss"], full_metrics["mae_loss"], rtol=1e-5)
+  np.testing.assert_allclose(accum_metrics["ssl_loss"], full_metrics["ssl_loss"], rtol=1e-5)
   for a, b in zip(jax.tree.leaves(accum_grads), jax.tree.leaves(full_grads)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
 
@@ -143,7 +143,7 @@ def test_per_device_accumulation_equals_the_scanned_one():
   batch, keys = jax.device_put((batch, keys), sharding.batch_sharding(mesh))  # as the train step's
   scanned = jax.jit(lambda b, k: train.accumulated_grads(model, b, k, config, 4))(batch, keys)
   per_device = jax.jit(lambda b, k: train.accumulated_grads(model, b, k, config, 4, mesh))(batch, keys)
-  for name in ("mae_loss", "align_loss", "loss"):
+  for name in ("ssl_loss", "align_loss", "loss"):
     np.testing.assert_allclose(per_device[1][name], scanned[1][name], rtol=1e-5, err_msg=name)
   for a, b in zip(jax.tree.leaves(per_device[0]), jax.tree.leaves(scanned[0])):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)

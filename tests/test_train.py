@@ -33,14 +33,14 @@ def test_pretrain_align_probe_end_to_end(corpus, tmp_path):
   train.train_and_evaluate(tiny_config(corpus, "tiny,stage=pretrain"), pre)
   lines = [json.loads(l) for l in (pre / "metrics.jsonl").read_text().splitlines()]
   assert [l["step"] for l in lines] == [2, 4, 6]
-  assert all(np.isfinite(l["mae_loss"]) and "align_loss" not in l for l in lines)
+  assert all(np.isfinite(l["ssl_loss"]) and "align_loss" not in l for l in lines)
   assert (pre / "config.json").is_file() and (pre / "export" / "manifest.json").is_file()
 
   config = tiny_config(corpus, "tiny", init_from=str(pre))
   config.eval.tasks = "demo"
   align = tmp_path / "align"
   results = train.train_and_evaluate(config, align)
-  assert np.isfinite(results["align_loss"]) and np.isfinite(results["mae_loss"])
+  assert np.isfinite(results["align_loss"]) and np.isfinite(results["ssl_loss"])
   saved = json.loads((align / "eval" / "results.json").read_text())
   assert saved["encoders"][1] == f"init from {pre}"
   assert saved["encoders"][2] == "aligned (linear_cka)"
@@ -178,9 +178,9 @@ def test_resume_from_another_run_continues_it(corpus, tmp_path, monkeypatch):
 def test_real_data_config_variants():
   from configs import real_data
   control = real_data.get_config("text=false")
-  assert control.loss.align_weight == 0 and control.data.teacher_dir == "" and control.loss.mae_weight == 1
+  assert control.loss.align_weight == 0 and control.data.teacher_dir == "" and control.loss.ssl_weight == 1
   collapse = real_data.get_config("loss=contrastive,mae=false,features=visible")
-  assert collapse.loss.mae_weight == 0 and collapse.loss.align_weight == 1
+  assert collapse.loss.ssl_weight == 0 and collapse.loss.align_weight == 1
   assert collapse.loss.alignment == "contrastive" and collapse.align_features == "visible"
   assert real_data.get_config("stage=pretrain").loss.align_weight == 0
   with pytest.raises(ValueError, match="needs mae=true"):
@@ -221,7 +221,7 @@ def test_audiomae_trains_on_its_fbank_and_yields_evaluation_features(corpus, tmp
   assert config.audio.frontend == "audiomae_fbank" and tuple(config.model.spec_shape) == (64, 32)
   config.eval.tasks = "demo"
   metrics = train.train_and_evaluate(config, tmp_path)
-  assert np.isfinite(metrics["align_loss"]) and np.isfinite(metrics["mae_loss"])
+  assert np.isfinite(metrics["align_loss"]) and np.isfinite(metrics["ssl_loss"])
   saved = json.loads((tmp_path / "eval" / "results.json").read_text())
   for task in synthetic.DEMO_TASKS:
     for outcome in saved["tasks"][task.name].values():
@@ -274,7 +274,14 @@ def test_bfloat16_loss_curve_tracks_float32():
     curve = []
     for i in range(20):
       state, metrics = step(state, batch, jax.random.key(i))
-      curve.append([float(metrics["mae_loss"]), float(metrics["align_loss"])])
+      curve.append([float(metrics["ssl_loss"]), float(metrics["align_loss"])])
     curves[dtype] = np.array(curve)
   assert not np.allclose(curves["float32"][0], curves["float32"][-1], rtol=0.05)  # it trains
   np.testing.assert_allclose(curves["bfloat16"], curves["float32"], rtol=0.02)
+
+
+def test_renamed_config_key_names_the_new_one(corpus, tmp_path):
+  config = tiny_config(corpus, "tiny", **{"loss.mae_weight": 0.5})
+  with pytest.raises(errors.UsageError, match=r"config.loss.mae_weight is now config.loss.ssl_weight: "
+                                              r"set --config.loss.ssl_weight=0.5"):
+    train.train_and_evaluate(config, tmp_path)

@@ -111,7 +111,7 @@ def get_paper_config(encoder: str, arg=None) -> ml_collections.ConfigDict:
   config.num_epochs = 50
   config.num_train_steps = -1
   config.loss.align_weight = 1.0
-  config.loss.mae_weight = 1.0
+  config.loss.ssl_weight = 1.0
   config.align_features = "full"
 
   config.eval.tasks = "acula"
