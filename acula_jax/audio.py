@@ -21,12 +21,12 @@ built on it (facebookresearch/AudioMAE, dataset.py `_wav2fbank`/`__getitem__`):
   fbank = zero-pad (in log energy) or crop to 1024 frames
   fbank = (fbank - -4.2677393) / (2 * 4.5689974)      # AudioSet statistics
 
-Which front end an encoder takes is its family's (`FAMILY_FRONTEND`): a front-end
-config is the keyword arguments of its function plus `frontend` (absent means
-"log_mel", so OPERA configs written before AudioMAE existed still read);
-`spectrogram(waves, **config)` dispatches, `frontend_for(family, config)` picks a
-family's settings and `window_samples(frames, config)` is the waveform length
-that gives exactly `frames` frames.
+Which front end an encoder takes is its model module's `FRONTEND` (a key of
+`FRONTENDS`). A front-end config is the keyword arguments of its function plus
+`frontend` (absent means "log_mel"); `spectrogram(waves, **config)` dispatches,
+`frontend_for(frontend, config)` picks a front end's settings and
+`window_samples(frames, config)` is the waveform length that gives exactly
+`frames` frames.
 """
 
 import dataclasses
@@ -545,8 +545,6 @@ def audiomae_fbank(waves, *, sample_rate=SAMPLE_RATE, num_mel_bins=128, frame_le
 # ----------------------------------------------------------------------------
 
 FRONTENDS = {"log_mel": log_mel, "audiomae_fbank": audiomae_fbank}
-FAMILY_FRONTEND = {"opera_gt": "log_mel", "opera_ce": "log_mel", "opera_ct": "log_mel",
-                   "audiomae": "audiomae_fbank"}
 # OPERA's settings (configs/acula.py's `config.audio`) and AudioMAE's (ViT-B/16: 1024 x 128).
 OPERA_LOG_MEL = dict(sample_rate=SAMPLE_RATE, n_fft=1024, hop=512, n_mels=64, fmin=50.0, fmax=8000.0,
                      top_db=80.0)
@@ -570,15 +568,14 @@ def spectrogram(waves, **audio_config):
   return FRONTENDS[name](waves, **audio_config)
 
 
-def frontend_for(family, audio_config=None, *, spec_shape=None) -> dict:
-  """The front-end config an encoder of `family` takes.
+def frontend_for(name, audio_config=None, *, spec_shape=None) -> dict:
+  """The settings of front end `name` (a key of `FRONTENDS`, an encoder module's `FRONTEND`).
 
-  `audio_config` (a run's `config.audio`) when it names the family's front end, else the family's
-  default: OPERA's log-mel, or AudioMAE's fbank with frames and bins from the model's `spec_shape`.
+  `audio_config` (a run's `config.audio`) when it is that front end's, else its default: OPERA's
+  log-mel, or AudioMAE's fbank with frames and bins from the model's `spec_shape`.
   """
-  if family not in FAMILY_FRONTEND:
-    raise ValueError(f"unknown encoder family {family!r}; known: {', '.join(FAMILY_FRONTEND)}")
-  name = FAMILY_FRONTEND[family]
+  if name not in FRONTENDS:
+    raise ValueError(f"unknown front end {name!r}; available: {', '.join(FRONTENDS)}")
   if audio_config is not None and frontend_name(audio_config) == name:
     return dict(audio_config)
   if name == "log_mel":
@@ -589,12 +586,13 @@ def frontend_for(family, audio_config=None, *, spec_shape=None) -> dict:
   return config
 
 
-def check_frontend(family, audio_config, *, spec_shape=None):
-  """Raises ValueError unless `audio_config` is the front end that `family` (of `spec_shape`) takes."""
-  want, got = FAMILY_FRONTEND.get(family), frontend_name(audio_config)
-  if want is not None and want != got:
-    raise ValueError(f"encoder {family!r} takes the {want!r} front end but config.audio names {got!r}; "
-                     f"use configs/acula.py:encoder={family}'s audio settings")
+def check_frontend(encoder, want, audio_config, *, spec_shape=None):
+  """Raises ValueError unless `audio_config` is front end `want`, the one `encoder` (of input shape
+  `spec_shape`) takes."""
+  got = frontend_name(audio_config)
+  if want != got:
+    raise ValueError(f"encoder {encoder!r} takes the {want!r} front end but config.audio names {got!r}; "
+                     f"use configs/acula.py:encoder={encoder}'s audio settings")
   if got == "audiomae_fbank" and spec_shape is not None:
     config = dict(audio_config)
     shape = (config.get("target_frames", 1024), config.get("num_mel_bins", 128))

@@ -63,7 +63,7 @@ def logmel_stats_fn(audio_config) -> Callable:
 def logmel(audio_config, window: int, *, batch_size: int = 32) -> Featurizer:
   """The log-mel statistics baseline; always OPERA's log-mel (its defaults when `audio_config` is
   another front end, e.g. an AudioMAE run's fbank)."""
-  config = audio.frontend_for("opera_gt", audio_config)
+  config = audio.frontend_for("log_mel", audio_config)
   return Featurizer(NAMES["logmel"], f"logmel-{_digest([config, window, 1])}", "chunks",
                     logmel_stats_fn(config), window=window, batch_size=batch_size, with_duration=True,
                     info={"audio": config, "window": window})

@@ -295,7 +295,7 @@ def _mae_key_map(model, *, fc_norm_keys, fc_norm_default, with_decoder):
 _POS_HINT = (
     "the checkpoint's fixed sin-cos positions differ from the model's table; OPERA and "
     "AudioMAE use MAE's get_2d_sincos_pos_embed_flexible over patch_hw = (freq, time) "
-    "patches (see audiomae.patch_hw_pos_embed), so MAEViT must build that table")
+    "patches (MAEViT's pos_layout='patch_hw'), so the model must build that table")
 
 
 def _cola_head(entries):

@@ -62,6 +62,7 @@ from acula_jax import audio
 from acula_jax import baselines
 from acula_jax import errors
 from acula_jax import input_pipeline
+from acula_jax import models
 from acula_jax import probe
 from acula_jax import records
 from acula_jax import scoring
@@ -265,7 +266,8 @@ def _features(graphdef, state, waves, audio_items):
 def encoder_audio_config(encoder: Encoder, audio_config: dict) -> dict:
   """The front end `encoder` takes: `audio_config` if it is its family's kind, else the family's default
   (an OPERA evaluation config and an AudioMAE export: AudioMAE's fbank of the model's input shape)."""
-  return audio.frontend_for(encoder.family, audio_config, spec_shape=encoder.spec_shape)
+  return audio.frontend_for(models.get_model(encoder.family).FRONTEND, audio_config,
+                            spec_shape=encoder.spec_shape)
 
 
 def _encoder_fn(encoder: Encoder, audio_config: dict) -> Callable:

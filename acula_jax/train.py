@@ -19,6 +19,7 @@ from acula_jax import errors
 from acula_jax import evaluate
 from acula_jax import input_pipeline
 from acula_jax import losses
+from acula_jax import models
 from acula_jax import metric_writers
 from acula_jax import records
 from acula_jax import sharding
@@ -36,11 +37,20 @@ def create_optimizer(config, total_steps: int):
       optax.linear_schedule(optim.learning_rate, optim.learning_rate * optim.end_learning_rate_factor,
                             max(total_steps - warmup, 1)),
   ], boundaries=[warmup])
-  decay_mask = lambda params: jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
   tx = optax.chain(
       optax.clip_by_global_norm(optim.clip_norm),
-      optax.adamw(schedule, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay, mask=decay_mask))
+      optax.adamw(schedule, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay,
+                  mask=weight_decay_mask))
   return tx, schedule
+
+
+def weight_decay_mask(params):
+  """True for the parameters AdamW decays: matrices and kernels, not biases or norms. A leaf of
+  stacked transformer blocks (`opera_gt.BlockStack`) carries the block index as an extra leading axis."""
+  def decays(path, leaf):
+    stacked = any(getattr(key, "key", None) == "stacked" for key in path)
+    return jnp.ndim(leaf) - stacked >= 2
+  return jax.tree_util.tree_map_with_path(decays, params)
 
 
 def create_model_and_optimizer(config, text_dim: int | None, total_steps: int, platform: str):
@@ -334,7 +344,8 @@ def train_and_evaluate(config, workdir) -> dict:
   """Trains per `config` in `workdir` (resuming if it holds checkpoints); returns final metrics."""
   workdir = pathlib.Path(workdir)
   check_renamed_keys(config)
-  audio.check_frontend(config.model.name, config.audio, spec_shape=config.model.get("spec_shape"))
+  audio.check_frontend(config.model.name, models.get_model(config.model.name).FRONTEND, config.audio,
+                       spec_shape=config.model.get("spec_shape"))
   config_changes = workdir_lib.check_config(config, workdir)
   workdir.mkdir(parents=True, exist_ok=True)
 

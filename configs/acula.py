@@ -136,5 +136,6 @@ def get_config(arg=None):
 def set_audiomae_frontend(config):
   """AudioMAE's fbank front end sized to `config.model.spec_shape`, and crops that fill it exactly."""
   frames, bins = config.model.spec_shape
-  config.audio = ml_collections.ConfigDict(audio.frontend_for("audiomae", spec_shape=(frames, bins)))
+  front_end = models.get_model("audiomae").FRONTEND
+  config.audio = ml_collections.ConfigDict(audio.frontend_for(front_end, spec_shape=(frames, bins)))
   config.data.clip_frames = int(frames)  # 1024 frames of 10 ms: 164,080 samples (10.255 s) at 16 kHz

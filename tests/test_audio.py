@@ -7,6 +7,7 @@ import pytest
 import soundfile
 
 from acula_jax import audio
+from acula_jax import models
 from acula_jax.errors import BadAudioError, DataError
 
 OPERA = dict(sample_rate=16000, n_fft=1024, n_mels=64, fmin=50.0, fmax=8000.0)
@@ -264,12 +265,13 @@ def test_frontends_by_family_and_window_samples():
   np.testing.assert_array_equal(np.asarray(audio.spectrogram(wave, **audio.OPERA_LOG_MEL)),
                                 np.asarray(audio.log_mel(wave)))
   opera = dict(audio.OPERA_LOG_MEL, n_mels=32)
-  assert audio.frontend_for("opera_ce", opera) == opera
-  assert audio.frontend_for("opera_gt", audio.AUDIOMAE_FBANK) == audio.OPERA_LOG_MEL
-  assert audio.frontend_for("audiomae", opera) == audio.AUDIOMAE_FBANK
-  tiny = audio.frontend_for("audiomae", opera, spec_shape=(64, 32))
+  front_end = lambda name: models.get_model(name).FRONTEND
+  assert audio.frontend_for(front_end("opera_ce"), opera) == opera
+  assert audio.frontend_for(front_end("opera_gt"), audio.AUDIOMAE_FBANK) == audio.OPERA_LOG_MEL
+  assert audio.frontend_for(front_end("audiomae"), opera) == audio.AUDIOMAE_FBANK
+  tiny = audio.frontend_for(front_end("audiomae"), opera, spec_shape=(64, 32))
   assert (tiny["target_frames"], tiny["num_mel_bins"]) == (64, 32)
-  assert audio.frontend_for("audiomae", tiny) == tiny
+  assert audio.frontend_for("audiomae_fbank", tiny) == tiny
   for config, frames in ((audio.OPERA_LOG_MEL, 256), (audio.AUDIOMAE_FBANK, 1024), (tiny, 64)):
     n = audio.window_samples(frames, config)
     if audio.frontend_name(config) == "log_mel":
@@ -278,13 +280,13 @@ def test_frontends_by_family_and_window_samples():
       assert audio.kaldi_num_frames(n) == frames and audio.kaldi_num_frames(n - 1) == frames - 1
       assert np.asarray(audio.kaldi_fbank(np.ones(n, np.float32))).shape[0] == frames
   assert audio.window_samples(1024, audio.AUDIOMAE_FBANK) == 164080
-  audio.check_frontend("audiomae", tiny, spec_shape=(64, 32))
-  with pytest.raises(ValueError, match="takes the 'audiomae_fbank' front end"):
-    audio.check_frontend("audiomae", opera)
+  audio.check_frontend("audiomae", "audiomae_fbank", tiny, spec_shape=(64, 32))
+  with pytest.raises(ValueError, match="'audiomae' takes the 'audiomae_fbank' front end"):
+    audio.check_frontend("audiomae", "audiomae_fbank", opera)
   with pytest.raises(ValueError, match="takes the 'log_mel' front end"):
-    audio.check_frontend("opera_gt", tiny)
+    audio.check_frontend("opera_gt", "log_mel", tiny)
   with pytest.raises(ValueError, match="spec_shape is"):
-    audio.check_frontend("audiomae", tiny, spec_shape=(1024, 128))
+    audio.check_frontend("audiomae", "audiomae_fbank", tiny, spec_shape=(1024, 128))
   with pytest.raises(ValueError, match="unknown front end"):
     audio.spectrogram(wave, frontend="mfcc")
 

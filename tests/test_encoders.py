@@ -771,9 +771,12 @@ def test_static_same_padding_is_efficientnet_pytorchs():
 
 def test_audiomae_positions_are_mae_patch_hw_tables():
   want = mae_flexible_pos_embed(768, (8, 64), True)  # AudioMAE: patch_hw = (128/16, 1024/16)
-  np.testing.assert_allclose(audiomae.patch_hw_pos_embed(768, (64, 8), True), want, atol=1e-6)
+  table = lambda dim, grid: opera_gt.sincos_pos_embed_2d(dim, grid, cls_token=True, layout="patch_hw")
+  np.testing.assert_allclose(table(768, (64, 8)), want, atol=1e-6)
+  np.testing.assert_allclose(audiomae.audiomae(rngs=nnx.Rngs(0), **audiomae.TINY_CONFIG).pos_embed(),
+                             mae_flexible_pos_embed(32, (4, 8), True), atol=1e-6)
   gt = mae_flexible_pos_embed(384, (16, 64), True)  # OPERA-GT: patch_hw = (64/4, 256/4)
-  np.testing.assert_allclose(audiomae.patch_hw_pos_embed(384, (64, 16), True), gt, atol=1e-6)
+  np.testing.assert_allclose(table(384, (64, 16)), gt, atol=1e-6)
 
 
 def test_full_size_shapes_and_parameter_counts():

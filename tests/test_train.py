@@ -285,3 +285,19 @@ def test_renamed_config_key_names_the_new_one(corpus, tmp_path):
   with pytest.raises(errors.UsageError, match=r"config.loss.mae_weight is now config.loss.ssl_weight: "
                                               r"set --config.loss.ssl_weight=0.5"):
     train.train_and_evaluate(config, tmp_path)
+
+
+def test_weight_decay_skips_biases_and_norms_of_stacked_blocks():
+  config = demo.get_config("tiny")
+  model = train.acula.AculaModel(config, 24, rngs=nnx.Rngs(0))
+  params = nnx.state(model, nnx.Param)
+  mask = train.weight_decay_mask(params).to_pure_dict()
+  blocks = mask["encoder"]["blocks"]["stacked"]
+  assert blocks["attn"]["qkv"]["kernel"] and blocks["mlp"]["fc1"]["kernel"]  # [depth, in, out]
+  assert not blocks["attn"]["qkv"]["bias"] and not blocks["norm1"]["scale"]  # [depth, width]
+  assert mask["encoder"]["patch_embed"]["kernel"] and not mask["encoder"]["norm"]["scale"]
+  assert mask["audio_head"]["fc1"]["kernel"] and not mask["audio_head"]["fc1"]["bias"]
+  # Every stacked leaf decays exactly when one block's slice of it is a matrix.
+  shapes = jax.tree.map(np.shape, params.to_pure_dict()["encoder"]["blocks"]["stacked"])
+  assert all(jax.tree.leaves(jax.tree.map(lambda decays, shape: decays == (len(shape) - 1 >= 2), blocks,
+                                          shapes, is_leaf=lambda x: isinstance(x, tuple))))

@@ -55,6 +55,7 @@ B0_BLOCKS = (
     (1, 3, 1, 6, 192, 320),
 )
 
+FRONTEND = "log_mel"  # the front end it reads (`audio.FRONTENDS`)
 CONFIG = dict(
     mel_bins=64, blocks=B0_BLOCKS, stem_width=32, head_width=1280, se_ratio=0.25,
     same_padding_size=224, bn_eps=1e-3, bn_momentum=0.99, drop_connect_rate=0.1,

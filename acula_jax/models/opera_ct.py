@@ -48,6 +48,7 @@ from acula_jax.models import swin_decoder
 _LN_EPS = 1e-5  # torch's nn.LayerNorm default, used throughout HTS-AT
 _CUBIC_A = -0.75  # torch's bicubic coefficient
 
+FRONTEND = "log_mel"  # the front end it reads (`audio.FRONTENDS`)
 CONFIG = dict(
     mel_bins=64, spec_size=256, patch_size=4, embed_dim=96, depths=(2, 2, 6, 2),
     num_heads=(4, 8, 16, 32), window_size=8, mlp_ratio=4.0, drop_path_rate=0.1,

@@ -238,7 +238,8 @@ def stack_tree(pure, like):
 
 
 class MAEViT(nnx.Module):
-  """MAE ViT for [B, T, F] spectrograms (OPERA-GT when built by `opera_gt`).
+  """MAE ViT for [B, T, F] spectrograms: OPERA-GT (`CONFIG`) or AudioMAE (`audiomae.CONFIG`); every
+  option is required here, its default lives in those configs.
 
   Inputs may be shorter than `spec_shape[0]` frames (any multiple of the
   time patch size): as in OPERA, they use the first T'/p_t rows of the
@@ -247,17 +248,18 @@ class MAEViT(nnx.Module):
   Positions are recomputed as constants (not stored as variables): they are
   fixed, so they are neither trained nor checkpointed.
 
-  `decoder` selects the MAE decoder: "transformer" or "swin" (OPERA's; its
-  blocks see the patch tokens only, the cls token is dropped before them).
-  `swin_feat_size` is the Swin blocks' (H, W) view of the tokens; by default
-  OPERA's (decoder_width // 8, 8), see `swin_decoder`.
+  `decoder` selects the MAE decoder: "transformer" or "swin" (OPERA's and
+  AudioMAE's; its blocks see the patch tokens only, the cls token is dropped
+  before them). `swin_feat_size` is the Swin blocks' (H, W) view of the tokens:
+  None for OPERA's (decoder_width // 8, 8) (see `swin_decoder`), "grid" for the
+  patch grid (AudioMAE's), or a pair. `pad_to_full`: `features` zero-pads
+  shorter inputs to `spec_shape` first (AudioMAE's feature extractor).
   """
 
   def __init__(
-      self, *, spec_shape=(256, 64), patch_size=(4, 4), width=384, depth=12,
-      num_heads=6, mlp_ratio=4.0, decoder="transformer", decoder_width=256,
-      decoder_depth=4, decoder_heads=8, mask_ratio=0.7, norm_pix_loss=False,
-      pos_layout="grid", swin_feat_size=None, remat="none", dtype=jnp.float32, rngs):
+      self, *, spec_shape, patch_size, width, depth, num_heads, mlp_ratio, decoder, decoder_width,
+      decoder_depth, decoder_heads, mask_ratio, norm_pix_loss, pos_layout, swin_feat_size,
+      pad_to_full, remat, dtype, rngs):
     spec_shape, patch_size = tuple(spec_shape), tuple(patch_size)
     if spec_shape[0] % patch_size[0] or spec_shape[1] % patch_size[1]:
       raise ValueError(f"spec_shape {spec_shape} is not a multiple of patch_size {patch_size}")
@@ -279,6 +281,7 @@ class MAEViT(nnx.Module):
     self.decoder = decoder
     self.mask_ratio = mask_ratio
     self.norm_pix_loss = norm_pix_loss
+    self.pad_to_full = pad_to_full
     self.dtype = dtype
     # Validate the position widths now rather than at the first call.
     sincos_pos_embed_2d(width, self.grid_size)
@@ -301,7 +304,7 @@ class MAEViT(nnx.Module):
     if decoder == "swin":
       self.decoder_blocks = swin_decoder.swin_decoder_blocks(
           decoder_width, decoder_depth, decoder_heads, mlp_ratio,
-          feat_size=swin_feat_size or swin_decoder.opera_feat_size(decoder_width),
+          feat_size=self._swin_feat_size(swin_feat_size, decoder_width),
           dtype=dtype, rngs=rngs)
     else:
       self.decoder_blocks = BlockStack(
@@ -309,6 +312,11 @@ class MAEViT(nnx.Module):
           decoder_depth, remat=remat, rngs=rngs)
     self.decoder_norm = _layer_norm(decoder_width, dtype=dtype, rngs=rngs)
     self.decoder_pred = _dense(decoder_width, self.patch_dim, dtype=dtype, rngs=rngs)
+
+  def _swin_feat_size(self, swin_feat_size, decoder_width):
+    if swin_feat_size is None:
+      return swin_decoder.opera_feat_size(decoder_width)
+    return self.grid_size if swin_feat_size == "grid" else tuple(swin_feat_size)
 
   # -- shapes ---------------------------------------------------------------
 
@@ -379,6 +387,8 @@ class MAEViT(nnx.Module):
     result does not depend on it.
     """
     del train
+    if self.pad_to_full and spec.ndim == 3 and spec.shape[1] < self.spec_shape[0]:
+      spec = jnp.pad(spec, ((0, 0), (0, self.spec_shape[0] - spec.shape[1]), (0, 0)))
     return self._pool(self._encode(self._embed(spec)))
 
   # -- masked autoencoding --------------------------------------------------
@@ -468,11 +478,12 @@ class MAEViT(nnx.Module):
 # OPERA-GT's options, the one place their defaults live. decoder: OPERA released a Swin decoder
 # (`RELEASE_CONFIG`); the plain transformer decoder is cheaper when starting the decoder afresh.
 # remat: which activations the backward pass recomputes (`REMAT_POLICIES`; configs pass "auto").
+FRONTEND = "log_mel"  # the front end it reads (`audio.FRONTENDS`)
 CONFIG = dict(
     spec_shape=(256, 64), patch_size=(4, 4), width=384, depth=12, num_heads=6,
     mlp_ratio=4.0, decoder="transformer", decoder_width=256, decoder_depth=4,
     decoder_heads=8, mask_ratio=0.7, norm_pix_loss=False, pos_layout="patch_hw", remat="none",
-    swin_feat_size=None)
+    swin_feat_size=None, pad_to_full=False)
 
 # The released OPERA-GT checkpoint: Swin decoder of 16 blocks, 16 heads.
 RELEASE_CONFIG = dict(CONFIG, decoder="swin", decoder_depth=16, decoder_heads=16)

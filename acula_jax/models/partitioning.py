@@ -11,9 +11,10 @@ from jax.sharding import PartitionSpec as P
 
 
 def batch_mesh():
-  """The mesh in context, or None (also inside a `shard_map`, whose body is one device's program)."""
+  """The mesh in context, or None: without one, on one device, and inside a `shard_map` (whose body
+  is one device's program)."""
   mesh = jax.sharding.get_abstract_mesh()
-  return None if mesh.empty or mesh.manual_axes else mesh
+  return None if mesh.empty or mesh.size == 1 or mesh.manual_axes else mesh
 
 
 def batch_sharded(x):
