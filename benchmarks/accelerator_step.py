@@ -41,8 +41,9 @@ PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}
 SIZES = {
     "paper": dict(width=384, depth=12, num_heads=6, decoder_width=256, decoder_depth=4,
                   decoder_heads=8, frames=256, text_dim=384),
+    # The reference model's input is OPERA-GT's 256 x 64 log-mel at every size.
     "tiny": dict(width=32, depth=2, num_heads=2, decoder_width=32, decoder_depth=1, decoder_heads=2,
-                 frames=32, text_dim=24),
+                 frames=256, text_dim=24),
 }
 
 

@@ -117,16 +117,11 @@ def test_auto_attention_compiles_to_the_flash_kernel_for_tpu(monkeypatch):
   hlo = auto["_hlo"]
   for kernel in ("flash_attention", "flash_mha_bwd_dq", "flash_mha_bwd_dkv"):
     assert f"%{kernel}" in hlo, kernel
-  flash = functools.partial(attention.dot_product_attention, implementation="flash")
-  monkeypatch.setattr(attention, "dot_product_attention", flash)
-  forced = aot.run(_tiny(2, param_sharding="replicated"), SLICE, dim_flag=TEXT_DIM).data
-  assert _trip_counts(auto) == _trip_counts(forced) and len(auto["loops"]) >= 2  # the scanned blocks
-  assert auto["collectives"] == forced["collectives"]
-  assert auto["matmul_flops_per_step"] == forced["matmul_flops_per_step"]
   xla = functools.partial(attention.dot_product_attention, implementation="xla")
   monkeypatch.setattr(attention, "dot_product_attention", xla)
   plain = aot.run(_tiny(2, param_sharding="replicated"), SLICE, dim_flag=TEXT_DIM).data
   assert "tpu_custom_call" not in plain["_hlo"]
+  assert _trip_counts(auto) == _trip_counts(plain) and len(auto["loops"]) >= 2  # the scanned blocks
   assert auto["collectives"]["all-gather"]["bytes"] <= plain["collectives"]["all-gather"]["bytes"]
   blocked = functools.partial(attention.dot_product_attention, implementation="blocked")
   monkeypatch.setattr(attention, "dot_product_attention", blocked)
