@@ -19,7 +19,8 @@ execution of the program runs it (the product of the trip counts of the loops ar
   its executions per step and bytes per execution. TPU splits an asynchronous collective into
   start/update/done copies that share a channel id; each channel counts once. Bytes are the
   per-device buffer the collective moves: the result for all-reduce, all-gather, all-to-all and
-  collective-permute, the operand (the full array being reduced) for reduce-scatter.
+  collective-permute, the full array being reduced for reduce-scatter (TPU writes these as an
+  all-reduce fused into an `all-reduce-scatter` computation).
 
 Trip counts come from `known_trip_count` where XLA states it, else from the loop condition's
 `counter < constant` compare and the counter's constant initial value (JAX's scan and fori_loop).
@@ -425,11 +426,25 @@ def _kernel_traffic(computations: dict, comp: Computation, inst: Instruction) ->
   return sum(_hbm(comp.shapes.get(o, "")) for o in inst.operands) + _hbm(inst.shape)
 
 
-def _collective_kind(opcode: str):
+def _collective_kind(opcode: str, computation: str):
+  # TPU's compiler writes a reduce-scatter as an all-reduce inside a fusion computation named
+  # all-reduce-scatter (the scatter is fused into its output); its result is the full array.
+  if opcode == "all-reduce" and computation.startswith("all-reduce-scatter"):
+    return "reduce-scatter"
   for kind in COLLECTIVES:
     if opcode in (kind, f"{kind}-start"):
       return kind
   return None
+
+
+def _collective_key(kind: str, comp, inst) -> tuple:
+  """One key per collective: TPU's asynchronous copies of one (start, update, done fusions) share a
+  channel and a chain id. Channel ids alone are reused by unrelated collectives."""
+  channel = re.search(r"channel_id=(\d+)", inst.attributes)
+  chain = re.search(r'chain_id="(\d+)"', inst.attributes)
+  if channel and chain:
+    return kind, channel.group(1), chain.group(1)
+  return kind, comp.name, inst.name
 
 
 def analyze(text: str) -> ProgramStats:
@@ -448,12 +463,11 @@ def analyze(text: str) -> ProgramStats:
       if inst.opcode in ("dot", "convolution"):
         flops += runs * _matmul_flops(comp, inst)
       flops += runs * _flash_attention_flops(comp, inst)
-      kind = _collective_kind(inst.opcode)
+      kind = _collective_kind(inst.opcode, comp.name)
       if kind:
-        moved = (shape_bytes(comp.shapes.get(inst.operands[0], "")) if kind == "reduce-scatter"
+        moved = (shape_bytes(comp.shapes.get(inst.operands[0], "")) if inst.opcode == "reduce-scatter"
                  and inst.operands else shape_bytes(inst.shape))
-        channel = re.search(r"channel_id=(\d+)", inst.attributes)
-        key = (kind, channel.group(1) if channel else f"{comp.name}/{inst.name}")
+        key = _collective_key(kind, comp, inst)
         previous = channels.get(key)
         channels[key] = Collective(kind, max(runs, previous.executions if previous else 0),
                                    max(moved, previous.bytes if previous else 0.0))
