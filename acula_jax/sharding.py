@@ -19,7 +19,7 @@ BATCH_AXES = ("data", "fsdp")
 def make_mesh(mesh_config=None, devices=None) -> jax.sharding.Mesh:
   """A (data, fsdp) mesh over `devices` (default: all of this job's); -1 in one axis takes the rest.
 
-  `devices` may be those of a TPU topology description (`acula_jax.aot`), so that a step can be
+  `devices` may be those of a TPU topology description (`acula_jax.tools.aot`), so that a step can be
   compiled for a slice this process does not run on.
   """
   data = mesh_config.data if mesh_config is not None else -1

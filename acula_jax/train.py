@@ -1,5 +1,4 @@
 """The AcuLa training loop: data -> model/optimizer -> jitted step -> checkpoints -> export -> probes."""
-import json
 import pathlib
 import signal
 import time
@@ -13,18 +12,19 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
-from acula_jax import audio
+from acula_jax import fileio
+from acula_jax.audio import frontends
 from acula_jax import checkpointing
 from acula_jax import errors
-from acula_jax import evaluate
+from acula_jax.evaluators import linear_probe
 from acula_jax import input_pipeline
 from acula_jax import losses
 from acula_jax import models
 from acula_jax import metric_writers
-from acula_jax import records
+from acula_jax.data import records
 from acula_jax import sharding
 from acula_jax import workdir as workdir_lib
-from acula_jax import zeroshot
+from acula_jax.evaluators import zeroshot
 from acula_jax.models import acula
 
 
@@ -57,7 +57,7 @@ def create_model_and_optimizer(config, text_dim: int | None, total_steps: int, p
   """The AcuLa model for programs on `platform` (its compute dtype), its AdamW optimizer and
   learning-rate schedule, freshly initialised.
 
-  Under `nnx.eval_shape` it builds only shapes (what `acula_jax.aot` compiles against).
+  Under `nnx.eval_shape` it builds only shapes (what `acula_jax.tools.aot` compiles against).
   """
   model = acula.AculaModel(config, text_dim, rngs=nnx.Rngs(config.seed), platform=platform)
   tx, schedule = create_optimizer(config, total_steps)
@@ -70,7 +70,7 @@ def compute_losses(model: acula.AculaModel, batch: dict, rng, config, gather_axe
   `gather_axes`: inside a `shard_map` over these mesh axes, the batch-level alignment loss is
   computed on every device's projected embeddings, all-gathered (the same value on each device).
   """
-  spec = audio.spectrogram(batch["audio"], **config.audio)  # the encoder family's front end
+  spec = frontends.spectrogram(batch["audio"], **config.audio)  # the encoder family's front end
   metrics = {}
   total = 0.0
   need_ssl = config.loss.ssl_weight > 0 or config.align_features == "visible"
@@ -292,7 +292,7 @@ def training_indices(config, teacher) -> tuple:
     raise errors.DataError(
         config.data.teacher_dir,
         f"{len(missing)} of {len(ids)} training examples have no teacher embedding (first: "
-        f"{missing[:5]}); rerun acula_jax.reports and acula_jax.precompute on the training split, or "
+        f"{missing[:5]}); rerun acula_jax.text.reports and acula_jax.text.precompute on the training split, or "
         "pass --config.data.skip_missing_teacher=True to train without them")
   left_out = set(missing)
   return [i for i, example_id in enumerate(ids) if example_id not in left_out], missing
@@ -344,7 +344,7 @@ def train_and_evaluate(config, workdir) -> dict:
   """Trains per `config` in `workdir` (resuming if it holds checkpoints); returns final metrics."""
   workdir = pathlib.Path(workdir)
   check_renamed_keys(config)
-  audio.check_frontend(config.model.name, models.get_model(config.model.name).FRONTEND, config.audio,
+  frontends.check_frontend(config.model.name, models.get_model(config.model.name).FRONTEND, config.audio,
                        spec_shape=config.model.get("spec_shape"))
   config_changes = workdir_lib.check_config(config, workdir)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -353,7 +353,7 @@ def train_and_evaluate(config, workdir) -> dict:
   if config.loss.align_weight > 0:
     if not config.data.teacher_dir:
       raise errors.UsageError("loss.align_weight > 0 needs --config.data.teacher_dir (the output of "
-                              "acula_jax.precompute), or --config.loss.align_weight=0 for MAE only")
+                              "acula_jax.text.precompute), or --config.loss.align_weight=0 for MAE only")
     teacher = input_pipeline.TeacherTable.load(config.data.teacher_dir)
   indices, missing_teacher = training_indices(config, teacher)
   num_examples = (len(indices) if indices is not None
@@ -407,7 +407,7 @@ def train_and_evaluate(config, workdir) -> dict:
   if config.eval.tasks:
     before = f"init from {config.init_from}" if config.init_from else "random init"
     after = f"aligned ({config.loss.alignment})" if teacher else "MAE trained"
-    evaluate.evaluate_encoders(config, workdir / "eval", {before: initial_encoder, after: model.encoder},
+    linear_probe.evaluate_encoders(config, workdir / "eval", {before: initial_encoder, after: model.encoder},
                                comparison="alignment" if teacher else "")
   return metrics
 
@@ -415,7 +415,7 @@ def train_and_evaluate(config, workdir) -> dict:
 def _record_skipped_teacher(workdir, missing: list, of: int):
   logging.warning("Training without %d examples that have no teacher embedding (listed in %s)",
                   len(missing), workdir / "skipped_missing_teacher.json")
-  records.write_json_atomic(workdir / "skipped_missing_teacher.json",
+  fileio.write_json_atomic(workdir / "skipped_missing_teacher.json",
                             {"count": len(missing), "of": of, "ids": missing})
 
 

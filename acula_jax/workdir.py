@@ -11,8 +11,8 @@ import datetime
 import json
 import pathlib
 
+from acula_jax import fileio
 from acula_jax import errors
-from acula_jax import records
 
 CONFIG = "config.json"
 HISTORY = "config_history.jsonl"
@@ -73,7 +73,7 @@ def record_start(config, workdir, start_step: int, changes: dict) -> None:
   """Writes config.json for a new workdir (never over an existing one) and appends the start."""
   workdir = pathlib.Path(workdir)
   if not (workdir / CONFIG).exists():
-    records.write_text_atomic(workdir / CONFIG, config.to_json_best_effort(indent=2))
+    fileio.write_text_atomic(workdir / CONFIG, config.to_json_best_effort(indent=2))
   entry = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "start_step": int(start_step),
            "changed": {k: {"from": old, "to": new} for k, (old, new) in changes.items()}}

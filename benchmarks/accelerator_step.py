@@ -22,7 +22,6 @@ the process's peak RSS). Prints a markdown table; `--json` also writes the numbe
 """
 import argparse
 import json
-import os
 import pathlib
 import resource
 import subprocess

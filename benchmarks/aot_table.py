@@ -3,7 +3,7 @@ r"""BENCHMARKS.md § "Compiled for TPU": the paper configs compiled for Cloud TP
   .venv/bin/python benchmarks/aot_table.py [--encoders=opera_gt,opera_ct,audiomae]
       [--accelerators=v5litepod-8,v4-8,v6e-8,v5p-128] [--out=workdir/aot_table] [--no_max_batch]
 
-For each encoder and slice: `python -m acula_jax.aot --config=configs/acula.py:encoder=E
+For each encoder and slice: `python -m acula_jax.tools.aot --config=configs/acula.py:encoder=E
 --accelerator_type=A --config.batch_size=B --json=...` in a child process (libtpu is held by one process
 at a time), at the paper's global batch 48 (rounded up to a multiple of the slice's devices) and at the
 largest batch that fits: per-device memory is linear in the batch, so two compiles give the line, the
@@ -21,13 +21,13 @@ import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from acula_jax import accelerators  # pylint: disable=wrong-import-position
+from acula_jax.tools import accelerators  # pylint: disable=wrong-import-position
 
 PAPER_BATCH = 48
 
 
 def command(encoder, accelerator, batch, json_path=None) -> list:
-  cmd = [sys.executable, "-m", "acula_jax.aot", f"--config=configs/acula.py:encoder={encoder}",
+  cmd = [sys.executable, "-m", "acula_jax.tools.aot", f"--config=configs/acula.py:encoder={encoder}",
          f"--accelerator_type={accelerator}", f"--config.batch_size={batch}"]
   return cmd + ([f"--json={json_path}"] if json_path else [])
 

@@ -69,7 +69,7 @@ def _references():
 
 def jax_model(name):
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from acula_jax import convert  # pylint: disable=g-import-not-at-top
+  from acula_jax.tools import convert  # pylint: disable=g-import-not-at-top
   from acula_jax.models import audiomae, opera_ce, opera_ct, opera_gt  # pylint: disable=g-import-not-at-top
   builders = {"opera_gt": opera_gt.opera_gt, "opera_ce": opera_ce.opera_ce,
               "opera_ct": opera_ct.opera_ct, "audiomae": audiomae.audiomae}

@@ -2,7 +2,7 @@ r"""What repeated cross-validation and a second probe add to an evaluation, on t
 
   .venv/bin/python benchmarks/eval_protocol_cost.py --workdir=workdir/real
 
-Runs `acula_jax.evaluate` on the real-data experiment's 7 tasks with 6 feature sets (log-mel, eGeMAPS and
+Runs `acula_jax.evaluators` on the real-data experiment's 7 tasks with 6 feature sets (log-mel, eGeMAPS and
 four encoders of benchmarks/real_data.py) into a scratch folder that shares the experiment's feature
 cache (features are computed once per recording whatever the protocol), in turns: OPERA's protocol with
 its probe, then repeated_cv:5:4 with the OPERA and logistic-regression probes and one paired comparison.
@@ -23,7 +23,7 @@ ENCODERS = ("MAE pretrained (before alignment)", real_data.CONTROL, "AcuLa linea
 
 
 def evaluate_command(work: pathlib.Path, out: pathlib.Path, encoders: dict, extra: list) -> list:
-  return [sys.executable, "-m", "acula_jax.evaluate", f"--workdir={out}", f"--tasks={','.join(real_data.TASKS)}",
+  return [sys.executable, "-m", "acula_jax.evaluators.main", f"--workdir={out}", f"--tasks={','.join(real_data.TASKS)}",
           f"--data_root={work / 'eval_records'}", "--baselines=logmel,egemaps", "--tsne_points=0",
           *[f"--encoder={name}={encoders[name]}" for name in ENCODERS], *extra]
 

@@ -1,4 +1,4 @@
-r"""Log-mel front end: jitted, batched JAX (`acula_jax.audio.log_mel`) vs librosa on the same batch.
+r"""Log-mel front end: jitted, batched JAX (`acula_jax.audio.frontends.log_mel`) vs librosa on the same batch.
 
   .venv/bin/python benchmarks/frontend.py [--batch=32] [--seconds=8.16] [--repeats=5]
 
@@ -13,7 +13,7 @@ import jax
 import librosa
 import numpy as np
 
-from acula_jax import audio
+from acula_jax.audio import frontends
 
 
 def librosa_log_mel(wave):
@@ -41,7 +41,7 @@ def main():
   waves = (np.random.default_rng(0).standard_normal((args.batch, int(args.seconds * 16000)))
            * 0.1).astype(np.float32)
 
-  run_jax = lambda: jax.block_until_ready(audio.log_mel(waves))
+  run_jax = lambda: jax.block_until_ready(frontends.log_mel(waves))
   run_librosa = lambda: [librosa_log_mel(w) for w in waves]
   ours, ref = np.asarray(run_jax()), np.stack(run_librosa())  # warm-up (compile) + outputs
   max_diff = float(np.abs(ours - ref).max())

@@ -229,7 +229,8 @@ def main(argv=None):
   command = shlex.join([os.path.relpath(sys.executable, REPO) if sys.executable.startswith(str(REPO))
                         else sys.executable, os.path.relpath(__file__, REPO)] + sys.argv[1:])
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from acula_jax import input_pipeline, records  # pylint: disable=g-import-not-at-top
+  from acula_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from acula_jax.data import records  # pylint: disable=g-import-not-at-top
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()  # grain's mp_prefetch reads its absl flags (defaults here)
   config = build_config(args)

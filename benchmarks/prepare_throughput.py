@@ -1,4 +1,4 @@
-r"""Recordings/s of `acula_jax.prepare` on the real PhysioNet 2016 copy, per worker count and pool kind.
+r"""Recordings/s of `acula_jax.data.prepare` on the real PhysioNet 2016 copy, per worker count and pool kind.
 
   .venv/bin/python benchmarks/prepare_throughput.py --data_dir=../shared/data/physionet2016 \
       --databases=a --workers=1,2 --pools=process,thread
@@ -21,7 +21,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from acula_jax import prepare  # pylint: disable=g-import-not-at-top,wrong-import-position
+from acula_jax.data import prepare  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from machine_info import machine  # benchmarks/, on sys.path when run as a script
 
@@ -40,7 +40,7 @@ def run_once(data_dir, options, workers, pool, num_shards):
 
 def _audio_seconds(out, manifest) -> float:
   """Total stored audio (s), from the records themselves."""
-  from acula_jax import records  # pylint: disable=g-import-not-at-top
+  from acula_jax.data import records  # pylint: disable=g-import-not-at-top
   total = 0
   for split in manifest["counts"]:
     source = records.AudioRecordSource(out, split)
@@ -65,7 +65,7 @@ def main():
       seconds, manifest, audio_s = run_once(args.data_dir, options, workers,
                                             pool if workers > 1 else "thread", args.num_shards)
       flags = " ".join(f"--option={k}={v}" for k, v in options.items())
-      command = (f"python -m acula_jax.prepare --dataset=physionet2016 {flags} --workers={workers}"
+      command = (f"python -m acula_jax.data.prepare --dataset=physionet2016 {flags} --workers={workers}"
                  + (f" --pool={pool}" if workers > 1 else ""))
       n = manifest["num_examples"]
       print(f"| {machine()} | `{command}` | {n} | {audio_s / 3600:.2f} | {seconds:.1f} | {n / seconds:.1f} "

@@ -129,12 +129,12 @@ def prepare_records(run: Runner, data_dir: pathlib.Path, work: pathlib.Path) -> 
   """Eval records for every task and the corpus folders; returns the corpus folders."""
   for folder, (dataset, options) in EVAL_RECORDS.items():
     out = work / "eval_records" / folder
-    run(f"prepare {folder}", [PY, "-m", "acula_jax.prepare", f"--dataset={dataset}",
+    run(f"prepare {folder}", [PY, "-m", "acula_jax.data.prepare", f"--dataset={dataset}",
                               f"--data_dir={data_dir / dataset}", f"--output={out}", "--workers=2",
                               *[f"--option={o}" for o in options]], done=out / "manifest.json")
   physionet = work / "train_records" / f"physionet2016_{CORPUS_PHYSIONET_DATABASES}"
   run("prepare corpus physionet2016", [
-      PY, "-m", "acula_jax.prepare", "--dataset=physionet2016", f"--data_dir={data_dir / 'physionet2016'}",
+      PY, "-m", "acula_jax.data.prepare", "--dataset=physionet2016", f"--data_dir={data_dir / 'physionet2016'}",
       f"--output={physionet}", "--option=split=random", f"--option=databases={CORPUS_PHYSIONET_DATABASES}",
       "--workers=2"], done=physionet / "manifest.json")
   return [physionet, work / "eval_records" / "yaseen2018"]
@@ -202,9 +202,9 @@ def check_no_leak(corpus: list, teacher: pathlib.Path, eval_root: pathlib.Path, 
                   task_names=TASKS) -> dict:
   """Raises if any probe task's test example is in the corpus (training split) or the teacher table."""
   sys.path.insert(0, str(REPO))
-  from acula_jax import evaluate
-  from acula_jax import records
-  from acula_jax import tasks as tasks_lib
+  from acula_jax.evaluators import features as features_lib
+  from acula_jax.data import records
+  from acula_jax.evaluators import tasks as tasks_lib
   corpus_ids = set()
   for folder in corpus:
     source = records.open_split(folder, "train")
@@ -215,7 +215,7 @@ def check_no_leak(corpus: list, teacher: pathlib.Path, eval_root: pathlib.Path, 
   out = {"corpus_examples": len(corpus_ids), "teacher_examples": len(teacher_ids), "tasks": {}}
   for name in task_names:
     task = tasks_lib.get(name)
-    index = evaluate.records_index(eval_root / task.records, cache)
+    index = features_lib.records_index(eval_root / task.records, cache)
     folds = tasks_lib.make_folds(task, index)
     test_ids = {index[r]["id"] for fold in folds.folds for r in fold.test}
     leaked = sorted(test_ids & (corpus_ids | teacher_ids))
@@ -347,9 +347,9 @@ def main(argv=None):
   started = time.time()
   corpus = prepare_records(run, data_dir, work)
   reports, teacher = work / "reports.jsonl", work / "teacher"
-  run("reports", [PY, "-m", "acula_jax.reports", f"--records={','.join(map(str, corpus))}",
+  run("reports", [PY, "-m", "acula_jax.text.reports", f"--records={','.join(map(str, corpus))}",
                   f"--output={reports}", "--splits=train"], done=reports)
-  run("teacher (MiniLM)", [PY, "-m", "acula_jax.precompute", "--config=configs/teacher/minilm.py",
+  run("teacher (MiniLM)", [PY, "-m", "acula_jax.text.precompute", "--config=configs/teacher/minilm.py",
                            f"--reports={reports}", f"--output={teacher}"], done=teacher / "manifest.json",
       env={"HF_HUB_OFFLINE": "1"})
   leak = check_no_leak(corpus, teacher, work / "eval_records", work / "eval_all" / "eval" / "features")
@@ -362,7 +362,7 @@ def main(argv=None):
   wanted = {"encoders": sorted(encoders), "protocol": args.protocol, "probes": args.probes}
   if evaluated != wanted:
     done.unlink(missing_ok=True)
-  run("evaluate", [PY, "-m", "acula_jax.evaluate", f"--workdir={eval_dir}", f"--tasks={','.join(TASKS)}",
+  run("evaluate", [PY, "-m", "acula_jax.evaluators.main", f"--workdir={eval_dir}", f"--tasks={','.join(TASKS)}",
                    f"--data_root={work / 'eval_records'}", f"--baselines={args.baselines}",
                    f"--seeds={args.seeds}", f"--tsne_points={args.tsne_points}", f"--protocol={args.protocol}",
                    f"--probes={args.probes}", *[f"--encoder={name}={path}" for name, path in encoders.items()],

@@ -128,7 +128,6 @@ def run_devices(args) -> dict:
   """One device count: AOT compile, time, and check the loss against a 1-device mesh."""
   sys.path.insert(0, str(REPO))
   import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from jax.sharding import AxisType  # pylint: disable=g-import-not-at-top
   from acula_jax import sharding  # pylint: disable=g-import-not-at-top
   from configs import real_data  # pylint: disable=g-import-not-at-top

@@ -1,4 +1,4 @@
-r"""Teacher job throughput: `acula_jax.precompute.embed_reports` vs sentence-transformers on the same reports.
+r"""Teacher job throughput: `acula_jax.text.precompute.embed_reports` vs sentence-transformers on the same reports.
 
   HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/teacher_throughput.py [--num_reports=256] [--rounds=3]
 
@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
 
-from acula_jax import precompute
-from acula_jax import reports
-from acula_jax import synthetic
+from acula_jax.text import precompute
+from acula_jax.text import reports
+from acula_jax.data import synthetic
 from configs.teacher import minilm
 
 

@@ -7,10 +7,10 @@ r"""AcuLa post-training of an audio encoder against precomputed teacher embeddin
 Variants (after the colon, comma separated):
   encoder=opera_gt|opera_ce|opera_ct|audiomae
                             OPERA-GT MAE ViT-S (384-d), OPERA-CE EfficientNet-B0 (1280-d), OPERA-CT
-                            HTS-AT (768-d), or AudioMAE ViT-B/16 (768-d); `python -m acula_jax.convert`
+                            HTS-AT (768-d), or AudioMAE ViT-B/16 (768-d); `python -m acula_jax.tools.convert`
                             turns the released checkpoints into --config.init_from directories.
                             The OPERA encoders read OPERA's log-mel (64 bins, hop 512; 8.16 s crops);
-                            AudioMAE reads its own front end (`audio.audiomae_fbank`): Kaldi fbanks of
+                            AudioMAE reads its own front end (`frontends.audiomae_fbank`): Kaldi fbanks of
                             128 bins, 25 ms Hann windows every 10 ms, 1024 frames (10.26 s crops),
                             normalised with AudioSet's mean/std. Its MAE decoder here is a plain
                             8-block transformer, which matches `convert --from=audiomae --skip_decoder`;
@@ -27,9 +27,9 @@ import types
 
 import ml_collections
 
-from acula_jax import audio
+from acula_jax.audio import frontends
 from acula_jax import models
-from acula_jax import probe
+from acula_jax.evaluators import probe
 
 ALIGNMENT_LOSSES = ("linear_cka", "contrastive", "reference_gram")
 
@@ -63,8 +63,8 @@ def get_config(arg=None):
   config.seed = 0
 
   config.data = ml_collections.ConfigDict()
-  config.data.records_dir = ""        # output of `acula_jax.synthetic` / `acula_jax.prepare`; "A,B" mixes folders
-  config.data.teacher_dir = ""        # output of `acula_jax.precompute`; "" = MAE only
+  config.data.records_dir = ""        # output of `acula_jax.data.synthetic` / `acula_jax.data.prepare`; "A,B" mixes folders
+  config.data.teacher_dir = ""        # output of `acula_jax.text.precompute`; "" = MAE only
   config.data.train_split = "train"   # alignment only ever sees this split
   config.data.clip_frames = 256       # 256 frames = 8.16 s at hop 512: OPERA-GT's input
   config.data.num_workers = 0         # grain worker processes (0 = in-process)
@@ -72,7 +72,7 @@ def get_config(arg=None):
   # listed in the workdir's skipped_missing_teacher.json (True).
   config.data.skip_missing_teacher = False
 
-  config.audio = ml_collections.ConfigDict(audio.OPERA_LOG_MEL)
+  config.audio = ml_collections.ConfigDict(frontends.OPERA_LOG_MEL)
 
   # The encoder's own defaults (`models.get_model(name).CONFIG`). dtype and remat "auto": bfloat16
   # compute and rematerialised blocks ("dots": keep the Linear layers' outputs) in programs for
@@ -137,5 +137,5 @@ def set_audiomae_frontend(config):
   """AudioMAE's fbank front end sized to `config.model.spec_shape`, and crops that fill it exactly."""
   frames, bins = config.model.spec_shape
   front_end = models.get_model("audiomae").FRONTEND
-  config.audio = ml_collections.ConfigDict(audio.frontend_for(front_end, spec_shape=(frames, bins)))
+  config.audio = ml_collections.ConfigDict(frontends.frontend_for(front_end, spec_shape=(frames, bins)))
   config.data.clip_frames = int(frames)  # 1024 frames of 10 ms: 164,080 samples (10.255 s) at 16 kHz

@@ -3,14 +3,14 @@ r"""AcuLa on real heart sounds: PhysioNet/CinC 2016, at the demo's CPU-sized mod
 The whole chain, from the published layout (training-a ... training-f) to an aligned encoder:
 
   # 1. audio records, 16 kHz; database e held out as the test set (see the split caveats in
-  #    acula_jax/datasets/physionet2016.py: never report the random split alone)
-  python -m acula_jax.prepare --dataset=physionet2016 --data_dir=/path/to/physionet2016 \
+  #    acula_jax/data/datasets/physionet2016.py: never report the random split alone)
+  python -m acula_jax.data.prepare --dataset=physionet2016 --data_dir=/path/to/physionet2016 \
       --output=workdir/physionet2016/data/records --option=split=leave_database_out:e --workers=2
   # 2. rule-based reports of the TRAINING split only (test recordings must never reach alignment)
-  python -m acula_jax.reports --records=workdir/physionet2016/data/records \
+  python -m acula_jax.text.reports --records=workdir/physionet2016/data/records \
       --output=workdir/physionet2016/data/reports.jsonl --splits=train
   # 3. MiniLM teacher embeddings, offline
-  HF_HUB_OFFLINE=1 python -m acula_jax.precompute --config=configs/teacher/minilm.py \
+  HF_HUB_OFFLINE=1 python -m acula_jax.text.precompute --config=configs/teacher/minilm.py \
       --reports=workdir/physionet2016/data/reports.jsonl --output=workdir/physionet2016/data/teacher
   # 4. MAE pretraining, then alignment from it
   python -m acula_jax.main --config=configs/physionet2016.py:stage=pretrain \

@@ -24,7 +24,7 @@ import tempfile
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from acula_jax import accelerators  # pylint: disable=g-import-not-at-top,wrong-import-position  (stdlib only)
+from acula_jax.tools import accelerators  # pylint: disable=g-import-not-at-top,wrong-import-position  (stdlib only)
 
 # Runtime (software) versions Cloud TPU recommends for JAX, per TPU generation.
 DEFAULT_VERSIONS = {
@@ -50,7 +50,7 @@ class UsageError(Exception):
 
 
 def num_hosts(accelerator_type: str) -> int:
-  """TPU VM hosts of a slice (the catalogue in acula_jax/accelerators.py)."""
+  """TPU VM hosts of a slice (the catalogue in acula_jax/tools/accelerators.py)."""
   try:
     return accelerators.num_hosts(accelerator_type)
   except ValueError as e:

@@ -46,7 +46,7 @@ def corpus_fixture(tiny_corpus):
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
   """80 synthetic 2 s clips as records, and random teacher embeddings for their training split."""
-  from acula_jax import records, synthetic  # pylint: disable=g-import-not-at-top
+  from acula_jax.data import records, synthetic  # pylint: disable=g-import-not-at-top
   root = tmp_path_factory.mktemp("corpus")
   examples = [synthetic.generate_example(i, seed=0, duration_s=2.0) for i in range(80)]
   records.write_audio_records(root / "records", examples, dataset="synthetic")

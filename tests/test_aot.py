@@ -1,4 +1,4 @@
-"""Ahead-of-time compilation for Cloud TPU (acula_jax.aot) and the HLO analysis behind its report.
+"""Ahead-of-time compilation for Cloud TPU (acula_jax.tools.aot) and the HLO analysis behind its report.
 
 The step is compiled by libtpu for a v5e-4 topology (v5e:2x2) on this machine, no TPU needed.
 """
@@ -17,9 +17,9 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 pytest.importorskip("libtpu", reason="compiling for TPU needs libtpu: pip install 'acula_jax[tpu]'")
 
-from acula_jax import accelerators  # pylint: disable=wrong-import-position
-from acula_jax import aot  # pylint: disable=wrong-import-position
-from acula_jax import hlo_analysis  # pylint: disable=wrong-import-position
+from acula_jax.tools import accelerators  # pylint: disable=wrong-import-position
+from acula_jax.tools import aot  # pylint: disable=wrong-import-position
+from acula_jax.tools import hlo_analysis  # pylint: disable=wrong-import-position
 from acula_jax import sharding  # pylint: disable=wrong-import-position
 from acula_jax.models import acula  # pylint: disable=wrong-import-position
 from acula_jax.models import attention  # pylint: disable=wrong-import-position
@@ -217,7 +217,7 @@ def test_text_width_comes_from_the_flag_the_manifest_or_the_paper(tmp_path):
 
 def _run_cli(*args, cwd):
   env = dict(os.environ, ALLOW_MULTIPLE_LIBTPU_LOAD="1", PYTHONPATH=str(REPO))
-  return subprocess.run([sys.executable, "-m", "acula_jax.aot", *args], cwd=cwd, env=env,
+  return subprocess.run([sys.executable, "-m", "acula_jax.tools.aot", *args], cwd=cwd, env=env,
                         capture_output=True, text=True, timeout=600, check=False)
 
 

@@ -7,6 +7,8 @@ import pytest
 import soundfile
 
 from acula_jax import audio
+from acula_jax.audio import io as audio_io
+from acula_jax.audio import frontends
 from acula_jax import models
 from acula_jax.errors import BadAudioError, DataError
 
@@ -16,7 +18,7 @@ TOL = 1e-4  # On the [0, 1] scale: 0.008 dB of the 80 dB range.
 
 
 def opera_log_mel(wave):
-  """OPERA's front end computed with librosa: the reference for `audio.log_mel`."""
+  """OPERA's front end computed with librosa: the reference for `frontends.log_mel`."""
   spec = librosa.feature.melspectrogram(
       y=wave, sr=16000, n_mels=64, fmin=50, fmax=8000, n_fft=1024, hop_length=512)
   spec = librosa.power_to_db(spec, ref=np.max)
@@ -35,7 +37,7 @@ def _structured_signal(seconds=8.0, sr=16000):
 
 def _assert_bad_audio(path, fragment, **kwargs):
   with pytest.raises(BadAudioError) as info:
-    audio.load_audio(path, **kwargs)
+    audio_io.load_audio(path, **kwargs)
   message = str(info.value)
   assert str(path) in message
   assert fragment in message, message
@@ -53,7 +55,7 @@ def _assert_bad_audio(path, fragment, **kwargs):
     (2000, 256, 32, 25.0, 900.0),  # PhysioNet's native rate.
 ])
 def test_mel_filterbank_matches_librosa(sample_rate, n_fft, n_mels, fmin, fmax):
-  ours = audio.mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax)
+  ours = frontends.mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax)
   ref = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax).T
   assert ours.shape == (1 + n_fft // 2, n_mels)
   assert ours.dtype == np.float32
@@ -63,16 +65,16 @@ def test_mel_filterbank_matches_librosa(sample_rate, n_fft, n_mels, fmin, fmax):
 @pytest.mark.parametrize("length", [1024, 16000, 40001, EIGHT_SECONDS])
 def test_log_mel_matches_librosa_on_noise(length):
   wave = 0.1 * np.random.default_rng(length).standard_normal(length).astype(np.float32)
-  ours = np.asarray(audio.log_mel(wave))
+  ours = np.asarray(frontends.log_mel(wave))
   ref = opera_log_mel(wave)
-  assert ours.shape == ref.shape == (audio.num_frames(length), 64)
+  assert ours.shape == ref.shape == (frontends.num_frames(length), 64)
   assert ours.dtype == np.float32
   np.testing.assert_allclose(ours, ref, rtol=0, atol=TOL)
 
 
 def test_log_mel_matches_librosa_on_structured_signal():
   wave = _structured_signal()
-  ours = np.asarray(audio.log_mel(wave))
+  ours = np.asarray(frontends.log_mel(wave))
   ref = opera_log_mel(wave)
   # The top_db floor must actually be reached, or the test misses the clipping.
   assert (ref == 0).mean() > 0.01
@@ -84,24 +86,24 @@ def test_log_mel_batch_equals_per_example_and_vmap():
   waves = rng.standard_normal((3, EIGHT_SECONDS)).astype(np.float32)
   waves *= np.array([[1.0], [1e-3], [30.0]], np.float32)  # Per-clip scaling must not leak.
   waves[1] = _structured_signal()
-  batch = np.asarray(audio.log_mel(waves))
+  batch = np.asarray(frontends.log_mel(waves))
   assert batch.shape == (3, 251, 64)
   for wave, row in zip(waves, batch):
-    np.testing.assert_allclose(row, np.asarray(audio.log_mel(wave)), rtol=0, atol=1e-6)
-  mapped = np.asarray(jax.vmap(audio.log_mel)(waves))
+    np.testing.assert_allclose(row, np.asarray(frontends.log_mel(wave)), rtol=0, atol=1e-6)
+  mapped = np.asarray(jax.vmap(frontends.log_mel)(waves))
   np.testing.assert_allclose(mapped, batch, rtol=0, atol=1e-6)
   np.testing.assert_allclose(batch[1], opera_log_mel(waves[1]), rtol=0, atol=TOL)
 
 
 def test_log_mel_constant_clip_is_zero_not_nan():
-  out = np.asarray(audio.log_mel(np.zeros((2, 4096), np.float32)))
+  out = np.asarray(frontends.log_mel(np.zeros((2, 4096), np.float32)))
   assert out.shape == (2, 9, 64)
   assert np.all(out == 0)
 
 
 def test_log_mel_range_and_other_settings():
   wave = _structured_signal(seconds=2.0)
-  ours = np.asarray(audio.log_mel(wave, n_fft=400, hop=160, n_mels=40, fmin=0.0, fmax=None))
+  ours = np.asarray(frontends.log_mel(wave, n_fft=400, hop=160, n_mels=40, fmin=0.0, fmax=None))
   spec = librosa.feature.melspectrogram(y=wave, sr=16000, n_fft=400, hop_length=160, n_mels=40)
   spec = librosa.power_to_db(spec, ref=np.max)
   ref = ((spec - spec.min()) / (spec.max() - spec.min())).T
@@ -117,12 +119,12 @@ def test_log_mel_matches_librosa_on_physionet(shared_data):
     pytest.skip(f"no PhysioNet 2016 files under {folder}")
   waves = []
   for path in paths:
-    wave = audio.load_audio(path)
+    wave = audio_io.load_audio(path)
     assert soundfile.info(str(path)).samplerate == 2000  # Resampled 8x on load.
     # load_audio is librosa.load (whose default res_type is soxr_hq) for mono files.
     np.testing.assert_array_equal(wave, librosa.load(path, sr=16000)[0])
-    waves.append(audio.crop_or_pad(wave, EIGHT_SECONDS))
-  batch = np.asarray(audio.log_mel(np.stack(waves)))
+    waves.append(audio_io.crop_or_pad(wave, EIGHT_SECONDS))
+  batch = np.asarray(frontends.log_mel(np.stack(waves)))
   for wave, ours in zip(waves, batch):
     np.testing.assert_allclose(ours, opera_log_mel(wave), rtol=0, atol=TOL)
 
@@ -196,8 +198,8 @@ def test_kaldi_mel_banks_match_kaldi_native_fbank(window_type, bins, length_ms, 
   frame_opts.frame_length_ms = length_ms
   frame_opts.window_type = window_type
   ref = np.asarray(knf.MelBanks(knf.MelBanksOptions(num_bins=bins), frame_opts).get_matrix()).T
-  length, _ = audio.kaldi_frame_sizes(16000, length_ms, shift_ms)
-  ours = audio.kaldi_mel_banks(bins, 1 << (length - 1).bit_length())
+  length, _ = frontends.kaldi_frame_sizes(16000, length_ms, shift_ms)
+  ours = frontends.kaldi_mel_banks(bins, 1 << (length - 1).bit_length())
   assert ours.shape == ref.shape
   np.testing.assert_allclose(ours, ref, rtol=0, atol=5e-5)  # Kaldi computes the triangles in float32
 
@@ -208,41 +210,41 @@ def test_kaldi_fbank_matches_kaldi_native_fbank(shared_data, window_type, bins, 
   kwargs = dict(window_type=window_type, num_mel_bins=bins, frame_length_ms=length_ms,
                 frame_shift_ms=shift_ms)
   for name, wave in signals.items():
-    ours = np.asarray(audio.kaldi_fbank(wave, **kwargs))
-    assert ours.shape[0] == audio.kaldi_num_frames(wave.size, 16000, length_ms, shift_ms), name
+    ours = np.asarray(frontends.kaldi_fbank(wave, **kwargs))
+    assert ours.shape[0] == frontends.kaldi_num_frames(wave.size, 16000, length_ms, shift_ms), name
     _assert_log_energies_close(ours, knf_fbank(wave, **kwargs))
 
 
 def test_kaldi_fbank_batch_equals_per_example_and_vmap():
   rng = np.random.default_rng(3)
   waves = (rng.standard_normal((3, 16000)) * np.array([[1.0], [1e-3], [30.0]])).astype(np.float32)
-  batch = np.asarray(audio.kaldi_fbank(waves, num_mel_bins=40))
+  batch = np.asarray(frontends.kaldi_fbank(waves, num_mel_bins=40))
   assert batch.shape == (3, 98, 40)
   for wave, row in zip(waves, batch):
-    np.testing.assert_allclose(row, np.asarray(audio.kaldi_fbank(wave, num_mel_bins=40)), rtol=0, atol=1e-5)
-  mapped = np.asarray(jax.vmap(lambda w: audio.kaldi_fbank(w, num_mel_bins=40))(waves))
+    np.testing.assert_allclose(row, np.asarray(frontends.kaldi_fbank(wave, num_mel_bins=40)), rtol=0, atol=1e-5)
+  mapped = np.asarray(jax.vmap(lambda w: frontends.kaldi_fbank(w, num_mel_bins=40))(waves))
   np.testing.assert_allclose(mapped, batch, rtol=0, atol=1e-5)
   # Silence is the floor, not -inf or NaN.
-  np.testing.assert_array_equal(np.asarray(audio.kaldi_fbank(np.zeros(800, np.float32))),
+  np.testing.assert_array_equal(np.asarray(frontends.kaldi_fbank(np.zeros(800, np.float32))),
                                 np.full((3, 23), np.log(np.finfo(np.float32).eps), np.float32))
   with pytest.raises(ValueError, match="shorter than one 400-sample"):
-    audio.kaldi_fbank(np.ones(399, np.float32))
+    frontends.kaldi_fbank(np.ones(399, np.float32))
   with pytest.raises(ValueError, match="window_type"):
-    audio.kaldi_fbank(np.ones(800, np.float32), window_type="kaiser")
+    frontends.kaldi_fbank(np.ones(800, np.float32), window_type="kaiser")
 
 
 @pytest.mark.parametrize("seconds,target_frames", [(0.5, 64), (3.0, 64)])  # pads; crops
 def test_audiomae_fbank_is_normalised_kaldi_fbank(shared_data, seconds, target_frames):
   """AudioMAE's dataset steps (mean removal, fbank, zero-pad or crop, normalise), reference fbanks."""
   wave = _physionet_16k(shared_data)[:int(seconds * 16000)] + np.float32(0.01)  # a DC offset to remove
-  ours = np.asarray(audio.audiomae_fbank(wave, num_mel_bins=64, target_frames=target_frames))
+  ours = np.asarray(frontends.audiomae_fbank(wave, num_mel_bins=64, target_frames=target_frames))
   ref = knf_fbank(wave - wave.mean(), num_mel_bins=64)[:target_frames]
   ref = np.pad(ref, ((0, target_frames - len(ref)), (0, 0)))
-  ref = (ref - audio.AUDIOSET_MEAN) / (2 * audio.AUDIOSET_STD)
+  ref = (ref - frontends.AUDIOSET_MEAN) / (2 * frontends.AUDIOSET_STD)
   assert ours.shape == (target_frames, 64)
-  np.testing.assert_allclose(ours, ref, rtol=0, atol=FBANK_TOL / (2 * audio.AUDIOSET_STD))
+  np.testing.assert_allclose(ours, ref, rtol=0, atol=FBANK_TOL / (2 * frontends.AUDIOSET_STD))
   if seconds < 1:  # padded frames read AudioMAE's normalised zero
-    np.testing.assert_allclose(ours[-5:], -audio.AUDIOSET_MEAN / (2 * audio.AUDIOSET_STD), atol=1e-6)
+    np.testing.assert_allclose(ours[-5:], -frontends.AUDIOSET_MEAN / (2 * frontends.AUDIOSET_STD), atol=1e-6)
 
 
 def test_audiomae_frontend_shape_and_empty_mel_bin():
@@ -250,45 +252,45 @@ def test_audiomae_frontend_shape_and_empty_mel_bin():
   FFT) the fourth of 128 mel triangles covers no FFT bin: Kaldi refuses that (kaldi-native-fbank
   too), torchaudio returns the floor log(eps) there, and so do we."""
   wave = (0.1 * np.random.default_rng(5).standard_normal(160000)).astype(np.float32)
-  spec = np.asarray(audio.spectrogram(wave, **audio.AUDIOMAE_FBANK))
+  spec = np.asarray(frontends.spectrogram(wave, **frontends.AUDIOMAE_FBANK))
   assert spec.shape == (1024, 128) and spec.dtype == np.float32
-  np.testing.assert_array_equal(spec, np.asarray(audio.audiomae_fbank(wave)))
-  floor = (np.log(np.finfo(np.float32).eps) - audio.AUDIOSET_MEAN) / (2 * audio.AUDIOSET_STD)
+  np.testing.assert_array_equal(spec, np.asarray(frontends.audiomae_fbank(wave)))
+  floor = (np.log(np.finfo(np.float32).eps) - frontends.AUDIOSET_MEAN) / (2 * frontends.AUDIOSET_STD)
   np.testing.assert_allclose(spec[:998, 3], floor, atol=1e-6)
   assert np.all(spec[:998].std(axis=0)[np.arange(128) != 3] > 0.01)
-  np.testing.assert_allclose(spec[998:], -audio.AUDIOSET_MEAN / (2 * audio.AUDIOSET_STD), atol=1e-6)
-  assert np.flatnonzero(audio.kaldi_mel_banks(128, 512).max(axis=0) == 0).tolist() == [3]
+  np.testing.assert_allclose(spec[998:], -frontends.AUDIOSET_MEAN / (2 * frontends.AUDIOSET_STD), atol=1e-6)
+  assert np.flatnonzero(frontends.kaldi_mel_banks(128, 512).max(axis=0) == 0).tolist() == [3]
 
 
 def test_frontends_by_family_and_window_samples():
   wave = _structured_signal(seconds=2.0)
-  np.testing.assert_array_equal(np.asarray(audio.spectrogram(wave, **audio.OPERA_LOG_MEL)),
-                                np.asarray(audio.log_mel(wave)))
-  opera = dict(audio.OPERA_LOG_MEL, n_mels=32)
+  np.testing.assert_array_equal(np.asarray(frontends.spectrogram(wave, **frontends.OPERA_LOG_MEL)),
+                                np.asarray(frontends.log_mel(wave)))
+  opera = dict(frontends.OPERA_LOG_MEL, n_mels=32)
   front_end = lambda name: models.get_model(name).FRONTEND
-  assert audio.frontend_for(front_end("opera_ce"), opera) == opera
-  assert audio.frontend_for(front_end("opera_gt"), audio.AUDIOMAE_FBANK) == audio.OPERA_LOG_MEL
-  assert audio.frontend_for(front_end("audiomae"), opera) == audio.AUDIOMAE_FBANK
-  tiny = audio.frontend_for(front_end("audiomae"), opera, spec_shape=(64, 32))
+  assert frontends.frontend_for(front_end("opera_ce"), opera) == opera
+  assert frontends.frontend_for(front_end("opera_gt"), frontends.AUDIOMAE_FBANK) == frontends.OPERA_LOG_MEL
+  assert frontends.frontend_for(front_end("audiomae"), opera) == frontends.AUDIOMAE_FBANK
+  tiny = frontends.frontend_for(front_end("audiomae"), opera, spec_shape=(64, 32))
   assert (tiny["target_frames"], tiny["num_mel_bins"]) == (64, 32)
-  assert audio.frontend_for("audiomae_fbank", tiny) == tiny
-  for config, frames in ((audio.OPERA_LOG_MEL, 256), (audio.AUDIOMAE_FBANK, 1024), (tiny, 64)):
-    n = audio.window_samples(frames, config)
-    if audio.frontend_name(config) == "log_mel":
-      assert audio.num_frames(n) == frames and audio.num_frames(n - 1) == frames - 1
+  assert frontends.frontend_for("audiomae_fbank", tiny) == tiny
+  for config, frames in ((frontends.OPERA_LOG_MEL, 256), (frontends.AUDIOMAE_FBANK, 1024), (tiny, 64)):
+    n = frontends.window_samples(frames, config)
+    if frontends.frontend_name(config) == "log_mel":
+      assert frontends.num_frames(n) == frames and frontends.num_frames(n - 1) == frames - 1
     else:
-      assert audio.kaldi_num_frames(n) == frames and audio.kaldi_num_frames(n - 1) == frames - 1
-      assert np.asarray(audio.kaldi_fbank(np.ones(n, np.float32))).shape[0] == frames
-  assert audio.window_samples(1024, audio.AUDIOMAE_FBANK) == 164080
-  audio.check_frontend("audiomae", "audiomae_fbank", tiny, spec_shape=(64, 32))
+      assert frontends.kaldi_num_frames(n) == frames and frontends.kaldi_num_frames(n - 1) == frames - 1
+      assert np.asarray(frontends.kaldi_fbank(np.ones(n, np.float32))).shape[0] == frames
+  assert frontends.window_samples(1024, frontends.AUDIOMAE_FBANK) == 164080
+  frontends.check_frontend("audiomae", "audiomae_fbank", tiny, spec_shape=(64, 32))
   with pytest.raises(ValueError, match="'audiomae' takes the 'audiomae_fbank' front end"):
-    audio.check_frontend("audiomae", "audiomae_fbank", opera)
+    frontends.check_frontend("audiomae", "audiomae_fbank", opera)
   with pytest.raises(ValueError, match="takes the 'log_mel' front end"):
-    audio.check_frontend("opera_gt", "log_mel", tiny)
+    frontends.check_frontend("opera_gt", "log_mel", tiny)
   with pytest.raises(ValueError, match="spec_shape is"):
-    audio.check_frontend("audiomae", "audiomae_fbank", tiny, spec_shape=(1024, 128))
+    frontends.check_frontend("audiomae", "audiomae_fbank", tiny, spec_shape=(1024, 128))
   with pytest.raises(ValueError, match="unknown front end"):
-    audio.spectrogram(wave, frontend="mfcc")
+    frontends.spectrogram(wave, frontend="mfcc")
 
 
 # ----------------------------------------------------------------------------
@@ -304,7 +306,7 @@ def test_load_audio_reads_mono_16k(tmp_path):
   path = tmp_path / "ok.wav"
   wave = _sine()
   soundfile.write(path, wave, 16000, subtype="FLOAT")
-  loaded = audio.load_audio(path)
+  loaded = audio_io.load_audio(path)
   assert loaded.dtype == np.float32
   np.testing.assert_array_equal(loaded, wave)
 
@@ -319,7 +321,7 @@ def test_load_audio_corrupt_file(tmp_path):
   path.write_bytes(np.random.default_rng(0).bytes(4000))
   message = _assert_bad_audio(path, "unreadable or corrupt")
   assert "Format not recognised" in message  # The underlying soundfile error is kept.
-  assert isinstance(pytest.raises(DataError, audio.load_audio, path).value, ValueError)
+  assert isinstance(pytest.raises(DataError, audio_io.load_audio, path).value, ValueError)
 
 
 def test_load_audio_truncated_files(tmp_path):
@@ -341,8 +343,8 @@ def test_load_audio_truncated_files(tmp_path):
   # Cut mid-data (and mid-sample): libsndfile decodes the whole samples present.
   half = tmp_path / "half.wav"
   half.write_bytes(data[:header + 16001])
-  loaded = audio.load_audio(half)
-  full = audio.load_audio(full_path)
+  loaded = audio_io.load_audio(half)
+  full = audio_io.load_audio(full_path)
   assert loaded.shape == (8000,)
   np.testing.assert_array_equal(loaded, full[:8000])
 
@@ -369,37 +371,37 @@ def test_load_audio_stereo(tmp_path):
   path = tmp_path / "stereo.wav"
   left, right = _sine(440), _sine(660, amp=0.25)
   soundfile.write(path, np.stack([left, right], axis=1), 16000, subtype="FLOAT")
-  _assert_bad_audio(path, "2 channels; expected mono (acula_jax.prepare --option=downmix=true")
-  mixed = audio.load_audio(path, downmix=True)
+  _assert_bad_audio(path, "2 channels; expected mono (acula_jax.data.prepare --option=downmix=true")
+  mixed = audio_io.load_audio(path, downmix=True)
   np.testing.assert_allclose(mixed, (left + right) / 2, rtol=0, atol=1e-7)
 
 
 def test_load_audio_resamples_8k(tmp_path):
   path = tmp_path / "8k.wav"
   soundfile.write(path, _sine(1000.0, seconds=1.0, sr=8000), 8000, subtype="PCM_16")
-  loaded = audio.load_audio(path)
+  loaded = audio_io.load_audio(path)
   assert loaded.shape == (16000,)
   spectrum = np.abs(np.fft.rfft(loaded * np.hanning(loaded.size)))
   peak_hz = np.argmax(spectrum) * 16000 / loaded.size
   assert peak_hz == pytest.approx(1000.0, abs=1.0)
   assert np.abs(loaded).max() == pytest.approx(0.5, abs=0.02)
-  assert audio.load_audio(path, sample_rate=8000).shape == (8000,)
+  assert audio_io.load_audio(path, sample_rate=8000).shape == (8000,)
 
 
 def test_load_audio_falls_back_to_audioread(tmp_path, monkeypatch):
   path = tmp_path / "pcm.wav"
   soundfile.write(path, _sine(), 16000, subtype="PCM_16")
-  expected = audio.load_audio(path)
+  expected = audio_io.load_audio(path)
 
   def refuse(*args, **kwargs):
     raise soundfile.LibsndfileError(0, "pretend libsndfile cannot read this")
 
   monkeypatch.setattr(soundfile, "read", refuse)
-  np.testing.assert_array_equal(audio.load_audio(path), expected)
+  np.testing.assert_array_equal(audio_io.load_audio(path), expected)
 
 
 def test_check_waveform():
-  wave = audio.check_waveform(np.linspace(-1, 1, 10), "ex1")
+  wave = audio_io.check_waveform(np.linspace(-1, 1, 10), "ex1")
   assert wave.dtype == np.float32
   cases = [
       (np.zeros((2, 10), np.float32), "expected 1-D"),
@@ -411,10 +413,10 @@ def test_check_waveform():
   ]
   for bad, fragment in cases:
     with pytest.raises(BadAudioError, match="^ex2: ") as info:
-      audio.check_waveform(bad, "ex2")
+      audio_io.check_waveform(bad, "ex2")
     assert fragment in str(info.value)
   with pytest.raises(BadAudioError, match="need at least 5"):
-    audio.check_waveform(np.ones(4, np.float32), "ex3", min_samples=5)
+    audio_io.check_waveform(np.ones(4, np.float32), "ex3", min_samples=5)
 
 
 # ----------------------------------------------------------------------------
@@ -424,30 +426,30 @@ def test_check_waveform():
 
 def test_crop_or_pad():
   wave = np.arange(10, dtype=np.float32)
-  np.testing.assert_array_equal(audio.crop_or_pad(wave, 4), [3, 4, 5, 6])
-  np.testing.assert_array_equal(audio.crop_or_pad(wave, 4, offset=6), [6, 7, 8, 9])
-  np.testing.assert_array_equal(audio.crop_or_pad(wave, 10), wave)
-  padded = audio.crop_or_pad(wave, 13)
+  np.testing.assert_array_equal(audio_io.crop_or_pad(wave, 4), [3, 4, 5, 6])
+  np.testing.assert_array_equal(audio_io.crop_or_pad(wave, 4, offset=6), [6, 7, 8, 9])
+  np.testing.assert_array_equal(audio_io.crop_or_pad(wave, 10), wave)
+  padded = audio_io.crop_or_pad(wave, 13)
   np.testing.assert_array_equal(padded, list(range(10)) + [0, 0, 0])
   assert padded.dtype == np.float32
-  starts = {int(audio.crop_or_pad(wave, 4, rng=np.random.default_rng(s))[0]) for s in range(50)}
+  starts = {int(audio_io.crop_or_pad(wave, 4, rng=np.random.default_rng(s))[0]) for s in range(50)}
   assert starts == set(range(7))  # Every valid offset, none outside.
-  first = audio.crop_or_pad(wave, 4, rng=np.random.default_rng(7))
-  np.testing.assert_array_equal(first, audio.crop_or_pad(wave, 4, rng=np.random.default_rng(7)))
+  first = audio_io.crop_or_pad(wave, 4, rng=np.random.default_rng(7))
+  np.testing.assert_array_equal(first, audio_io.crop_or_pad(wave, 4, rng=np.random.default_rng(7)))
   with pytest.raises(ValueError, match="out of range"):
-    audio.crop_or_pad(wave, 4, offset=7)
+    audio_io.crop_or_pad(wave, 4, offset=7)
   with pytest.raises(ValueError, match="not both"):
-    audio.crop_or_pad(wave, 4, offset=0, rng=np.random.default_rng(0))
+    audio_io.crop_or_pad(wave, 4, offset=0, rng=np.random.default_rng(0))
 
 
 def test_num_frames():
-  assert audio.num_frames(audio.num_samples_for_frames(256)) == 256
-  assert audio.num_frames(audio.num_samples_for_frames(256) - 1) == 255
-  assert audio.num_frames(EIGHT_SECONDS) == 251
+  assert frontends.num_frames(frontends.num_samples_for_frames(256)) == 256
+  assert frontends.num_frames(frontends.num_samples_for_frames(256) - 1) == 255
+  assert frontends.num_frames(EIGHT_SECONDS) == 251
   for length in (1024, 1535, 1536, 1537, EIGHT_SECONDS):
     spec = librosa.feature.melspectrogram(
         y=np.ones(length, np.float32), sr=16000, n_fft=1024, hop_length=512)
-    assert audio.num_frames(length) == spec.shape[1]
-  assert audio.num_frames(1000, hop=160) == 7
+    assert frontends.num_frames(length) == spec.shape[1]
+  assert frontends.num_frames(1000, hop=160) == 7
   with pytest.raises(ValueError):
-    audio.num_samples_for_frames(0)
+    frontends.num_samples_for_frames(0)

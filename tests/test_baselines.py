@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 
 from acula_jax import audio
-from acula_jax import baselines
-from acula_jax import evaluate
-from acula_jax import records
-from acula_jax import synthetic
+from acula_jax.audio import frontends
+from acula_jax.evaluators import baselines
+from acula_jax.evaluators import features as features_lib
+from acula_jax.data import records
+from acula_jax.data import synthetic
 
 import opensmile
 
@@ -36,12 +37,12 @@ def test_opensmile_functionals_match_the_package(name, feature_set, dim):
 
 
 def test_logmel_statistics_and_duration():
-  window = audio.num_samples_for_frames(32)
+  window = frontends.num_samples_for_frames(32)
   featurizer = baselines.logmel(AUDIO, window, batch_size=4)
   wave = _wave(2.6)
-  got = evaluate.featurize_waves([wave], featurizer)[0]
-  chunks = evaluate.chunk(wave, window)
-  spec = np.asarray(audio.log_mel(np.stack(chunks), **AUDIO))
+  got = features_lib.featurize_waves([wave], featurizer)[0]
+  chunks = features_lib.chunk(wave, window)
+  spec = np.asarray(frontends.log_mel(np.stack(chunks), **AUDIO))
   expected = np.concatenate([spec.mean(1), spec.std(1)], axis=1).mean(0)
   assert len(chunks) == 3 and got.shape == (2 * 64 + 1,)
   np.testing.assert_allclose(got[:-1], expected, rtol=1e-5, atol=1e-6)
@@ -53,8 +54,8 @@ def test_logmel_statistics_and_duration():
 def test_baselines_are_cached_like_encoders(tmp_path, monkeypatch):
   examples = [synthetic.generate_example(i, seed=0, duration_s=1.0) for i in range(6)]
   records.write_audio_records(tmp_path / "records", examples, dataset="synthetic")
-  featurizers = list(baselines.build(["egemaps", "logmel"], AUDIO, audio.num_samples_for_frames(32)).values())
-  store = evaluate.RecordsStore(tmp_path / "records", tmp_path / "cache")
+  featurizers = list(baselines.build(["egemaps", "logmel"], AUDIO, frontends.num_samples_for_frames(32)).values())
+  store = features_lib.RecordsStore(tmp_path / "records", tmp_path / "cache")
   index, features = store.load(featurizers)
   assert len(index) == 6 and features[featurizers[0].key].shape == (6, 88)
   assert features[featurizers[1].key].shape == (6, 129)
@@ -62,8 +63,8 @@ def test_baselines_are_cached_like_encoders(tmp_path, monkeypatch):
   first = by_id[index[0]["id"]]["audio"]
   np.testing.assert_allclose(features[featurizers[0].key][0], featurizers[0].function()(first), rtol=1e-6)
 
-  monkeypatch.setattr(evaluate, "_extract_split", lambda *a, **k: pytest.fail("extracted again"))
-  again_index, again = evaluate.RecordsStore(tmp_path / "records", tmp_path / "cache").load(featurizers)
+  monkeypatch.setattr(features_lib, "_extract_split", lambda *a, **k: pytest.fail("extracted again"))
+  again_index, again = features_lib.RecordsStore(tmp_path / "records", tmp_path / "cache").load(featurizers)
   assert again_index == index
   for f in featurizers:
     np.testing.assert_array_equal(again[f.key], features[f.key])
@@ -81,9 +82,9 @@ def test_whole_recording_features_on_a_worker_thread_keep_rows_and_errors():
     return np.array([wave[0], len(wave)], np.float32)
 
   featurizer = baselines.Featurizer("f", "f", "recording", fn)
-  waves = [np.full(10 + i, float(i), np.float32) for i in range(3 * evaluate._RecordingAccumulator.MAX_PENDING)]
-  got = evaluate.featurize_waves(waves, featurizer)
+  waves = [np.full(10 + i, float(i), np.float32) for i in range(3 * features_lib._RecordingAccumulator.MAX_PENDING)]
+  got = features_lib.featurize_waves(waves, featurizer)
   np.testing.assert_array_equal(got, [[i, 10 + i] for i in range(len(waves))])
   assert len(threads) == 1 and threading.get_ident() not in threads
   with pytest.raises(ValueError, match="bad recording"):
-    evaluate.featurize_waves(waves[:5] + [np.full(3, -1.0, np.float32)], featurizer)
+    features_lib.featurize_waves(waves[:5] + [np.full(3, -1.0, np.float32)], featurizer)

@@ -5,8 +5,8 @@ import pathlib
 import numpy as np
 import pytest
 
-from acula_jax import records
-from acula_jax import synthetic
+from acula_jax.data import records
+from acula_jax.data import synthetic
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

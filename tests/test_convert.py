@@ -1,4 +1,4 @@
-"""`acula_jax.convert`: safe reading, key handling and error cases (tiny checkpoints).
+"""`acula_jax.tools.convert`: safe reading, key handling and error cases (tiny checkpoints).
 
 Numerical parity of converted encoders is in `tests/test_encoders.py`, whose PyTorch
 references build the state dicts used here.
@@ -10,13 +10,12 @@ import subprocess
 import sys
 
 from flax import nnx
-import jax
 import numpy as np
 import pytest
 
 from acula_jax import checkpointing
 from acula_jax import errors
-from acula_jax import convert
+from acula_jax.tools import convert
 from acula_jax.models import opera_ce
 from acula_jax.models import opera_gt
 
@@ -209,36 +208,30 @@ def test_gt_export_loads_with_checkpointing(tmp_path):
   convert.convert("opera_gt", path, tmp_path / "out", overrides=ref.GT_TINY)
   manifest = (tmp_path / "out" / "manifest.json").read_text()
   assert '"name": "opera_gt"' in manifest and '"sha256"' in manifest
-  ours = convert.load_export(tmp_path / "out")
-  theirs = checkpointing.load_encoder(tmp_path / "out")  # the training code's loader
-  jax.tree.map(np.testing.assert_array_equal, nnx.state(ours, nnx.Param).to_pure_dict(),
-               nnx.state(theirs, nnx.Param).to_pure_dict())
+  ours = checkpointing.load_encoder(tmp_path / "out")
   # The blocks are stored stacked, as the model holds them.
   kernel = nnx.state(ours, nnx.Param).to_pure_dict()["blocks"]["stacked"]["attn"]["qkv"]["kernel"]
   assert kernel.shape[0] == ref.GT_TINY["depth"]
   # An export of the earlier, per-block format is refused in one line saying what to do.
   old_format = (tmp_path / "out" / "manifest.json")
   old_format.write_text(manifest.replace(checkpointing.EXPORT_FORMAT, "acula_jax.encoder/1"))
-  for load in (convert.load_export, checkpointing.load_encoder):
-    with pytest.raises(errors.DataError, match="export format 'acula_jax.encoder/1'.*acula_jax.convert"):
-      load(tmp_path / "out")
+  with pytest.raises(errors.DataError, match="export format 'acula_jax.encoder/1'.*acula_jax.tools.convert"):
+    checkpointing.load_encoder(tmp_path / "out")
 
 
 def test_non_gt_exports_load_with_checkpointing(tmp_path, ce_state_dict):
   path = ref.save_lightning(tmp_path, ce_state_dict)
   convert.convert("opera_ce", path, tmp_path / "out", overrides=opera_ce.TINY_CONFIG)
-  ours = convert.load_export(tmp_path / "out")
+  ours = checkpointing.load_encoder(tmp_path / "out")  # BatchNorm statistics included
   np.testing.assert_array_equal(
       np.asarray(ours.bn0.mean[...]), ce_state_dict["encoder.efficientnet._bn0.running_mean"].numpy())
-  theirs = checkpointing.load_encoder(tmp_path / "out")  # BatchNorm statistics included
-  np.testing.assert_array_equal(np.asarray(theirs.bn0.mean[...]), np.asarray(ours.bn0.mean[...]))
 
 
 def test_command_line(tmp_path, ce_state_dict):
   path = ref.save_lightning(tmp_path, dict(ce_state_dict, **{"encoder.extra": torch.zeros(1)}))
   out = tmp_path / "cli"
   result = subprocess.run(
-      [sys.executable, "-m", "acula_jax.convert", "--from=opera_ce", f"--checkpoint={path}",
+      [sys.executable, "-m", "acula_jax.tools.convert", "--from=opera_ce", f"--checkpoint={path}",
        f"--output={out}", '--overrides={"blocks": [[1, 3, 1, 1, 8, 8], [2, 5, 2, 4, 8, 16]], '
        '"stem_width": 8, "head_width": 32, "cola_dim": 16}'],
       cwd=REPO, capture_output=True, text=True, timeout=120, check=False)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import soundfile
 
-from acula_jax import datasets
-from acula_jax import prepare
-from acula_jax import records
-from acula_jax.datasets import hls_cmds
-from acula_jax.datasets import physionet2016
-from acula_jax.datasets import yaseen2018
+from acula_jax.data import datasets
+from acula_jax.data import prepare
+from acula_jax.data import records
+from acula_jax.data.datasets import hls_cmds
+from acula_jax.data.datasets import physionet2016
+from acula_jax.data.datasets import yaseen2018
 from acula_jax.errors import DataError
 
 

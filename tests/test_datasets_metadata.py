@@ -2,7 +2,6 @@
 
 import collections
 import csv
-import importlib.util
 import os
 import pathlib
 import shutil
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 
 import fixtures_layouts as fl
-from acula_jax.datasets import get_adapter
+from acula_jax.data.datasets import get_adapter
 
 ALL = ("icbhi", "circor", "kauh", "sprsound", "zchsound", "respiratory_tr", "coswara", "coughvid", "ukcovid",
        "mmlung", "nosemic")
@@ -217,7 +216,7 @@ def test_coswara_opera_split_equals_operas_shipped_split():
 
 
 def test_sprsound_disease_lookup_from_real_tables(shared_data):
-  from acula_jax.datasets import sprsound  # pylint: disable=import-outside-toplevel
+  from acula_jax.data.datasets import sprsound  # pylint: disable=import-outside-toplevel
   skipped = []
   diseases = sprsound._diseases(str(_meta(shared_data, "SPRSound")), skipped)  # pylint: disable=protected-access
   assert not skipped and len(diseases) == 288
@@ -477,7 +476,7 @@ def test_coughvid_opera_split_from_operas_uuid_lists(tmp_path):
   assert {s.id: s.split for s in sex} == {"u-train-f": "train", "u-train-m": "train", "u-val-f": "valid",
                                           "u-test-m": "test", "u-test-s": "test"}
   # Through prepare's option parsing, as --option=split=opera --option=opera_split_dir=PATH gives them.
-  from acula_jax import prepare  # pylint: disable=import-outside-toplevel
+  from acula_jax.data import prepare  # pylint: disable=import-outside-toplevel
   via_cli, _ = prepare.call_adapter(coughvid, str(data), {"split": "opera", "opera_split_dir": str(opera),
                                                           "task": "sex"}, seed=3)
   assert [(s.id, s.split) for s in via_cli] == [(s.id, s.split) for s in sex]
@@ -514,7 +513,7 @@ def test_coughvid_id_lists_never_run_pickle_code(tmp_path):
   with open(path, "wb") as f:
     np.lib.format.write_array_header_1_0(f, {"descr": "|O", "fortran_order": False, "shape": (1,)})
     pickle.dump(np.array([Payload()], dtype=object), f, protocol=3)   # np.save's protocol
-  from acula_jax.datasets import coughvid  # pylint: disable=import-outside-toplevel
+  from acula_jax.data.datasets import coughvid  # pylint: disable=import-outside-toplevel
   with pytest.raises(ValueError, match=r"refusing \w+\.open"):
     coughvid.read_id_list(path)
   assert not marker.exists()
@@ -619,10 +618,10 @@ def test_missing_audio_can_be_ignored_for_metadata_only_listing(layouts):
 
 
 def test_specs_load_as_audio(layouts):
-  from acula_jax import audio  # pylint: disable=import-outside-toplevel
+  from acula_jax.audio import io as audio_io  # pylint: disable=import-outside-toplevel
   folder, _ = layouts["kauh"]
   specs, _ = get_adapter("kauh").list_examples(folder)
-  wave = audio.load_audio(specs[0].path)
+  wave = audio_io.load_audio(specs[0].path)
   assert wave.ndim == 1 and wave.size == 800   # 0.05 s resampled to 16 kHz.
 
 
@@ -638,8 +637,8 @@ def test_string_options_as_prepare_passes_them(layouts):
 
 
 def test_prepare_ingests_an_adapter_layout(layouts, tmp_path):
-  prepare = pytest.importorskip("acula_jax.prepare")
-  from acula_jax import records  # pylint: disable=import-outside-toplevel
+  prepare = pytest.importorskip("acula_jax.data.prepare")
+  from acula_jax.data import records  # pylint: disable=import-outside-toplevel
   folder, facts = layouts["kauh"]
   prepare.prepare("kauh", folder, tmp_path / "out", num_shards=1, seed=0, progress=False)
   manifest = records.read_manifest(tmp_path / "out")

@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from acula_jax import convert
+from acula_jax import checkpointing
+from acula_jax.tools import convert
 from acula_jax.models import audiomae
 from acula_jax.models import opera_ce
 from acula_jax.models import opera_ct
@@ -412,10 +413,10 @@ def save_lightning(tmp_path, state_dict, name="model.ckpt"):
 
 
 def convert_and_load(tmp_path, name, state_dict, **kwargs):
-  """File -> `convert.convert` -> export dir -> `convert.load_export`."""
+  """File -> `convert.convert` -> export dir -> `checkpointing.load_encoder`."""
   ckpt = save_lightning(tmp_path, state_dict)
   report = convert.convert(name, ckpt, tmp_path / "export", **kwargs)
-  return convert.load_export(tmp_path / "export"), report
+  return checkpointing.load_encoder(tmp_path / "export"), report
 
 
 @nnx.jit

@@ -17,11 +17,13 @@ from sklearn import model_selection
 from sklearn import preprocessing
 
 from acula_jax import checkpointing
-from acula_jax import evaluate
-from acula_jax import probe
-from acula_jax import report_html
-from acula_jax import tasks
-from acula_jax import zeroshot
+from acula_jax.evaluators import main as eval_main
+from acula_jax.evaluators import features as features_lib
+from acula_jax.evaluators import linear_probe
+from acula_jax.evaluators import report
+from acula_jax.evaluators import probe
+from acula_jax.evaluators import tasks
+from acula_jax.evaluators import zeroshot
 from acula_jax.models import acula
 from configs import demo
 
@@ -45,7 +47,7 @@ def _blob_index(n=60, *, dim=6, seed=0, classes=("no", "yes"), groups=None, data
 def test_classification_metric_matches_sklearn_on_the_same_predictions():
   index, features = _blob_index()
   task = tasks.Task("t", "table", "mixed", "y", ("no", "yes"))
-  outcome, detail = evaluate.probe_task(task, index, features, PROBE, seeds=2)
+  outcome, detail = linear_probe.probe_task(task, index, features, PROBE, seeds=2)
   assert outcome["per_seed"][0] == pytest.approx(sk_metrics.roc_auc_score(detail["y"], detail["proba"][:, 1]))
   assert outcome["mean"] == pytest.approx(np.mean(outcome["per_seed"]))
   assert outcome["std"] == pytest.approx(np.std(outcome["per_seed"]))
@@ -57,7 +59,7 @@ def test_classification_metric_matches_sklearn_on_the_same_predictions():
 def test_within_database_is_the_mean_over_databases():
   index, features = _blob_index(120, databases="ab")
   task = tasks.Task("t", "table", "mixed", "y", ("no", "yes"), protocol="within_database")
-  outcome, _ = evaluate.probe_task(task, index, features, PROBE, seeds=2)
+  outcome, _ = linear_probe.probe_task(task, index, features, PROBE, seeds=2)
   assert set(outcome["per_fold"]) == {"database a", "database b"} and outcome["num_folds"] == 2
   assert outcome["mean"] == pytest.approx(np.mean(list(outcome["per_fold"].values())))
 
@@ -65,7 +67,7 @@ def test_within_database_is_the_mean_over_databases():
 def test_leave_one_out_pools_predictions_and_matches_sklearn():
   index, features = _blob_index(30, classes=("a", "b", "c"))
   task = tasks.Task("t", "table", "mixed", "y", ("a", "b", "c"), protocol="loo")
-  outcome, detail = evaluate.probe_task(task, index, features, PROBE, seeds=2)
+  outcome, detail = linear_probe.probe_task(task, index, features, PROBE, seeds=2)
   assert outcome["num_folds"] == 30 and outcome["num_test"] == 30 and len(detail["y"]) == 30
   expected = sk_metrics.roc_auc_score(detail["y"], detail["proba"], multi_class="ovr")
   assert outcome["per_seed"][0] == pytest.approx(expected)
@@ -79,7 +81,7 @@ def test_loso_least_squares_matches_an_sklearn_reference():
   index = [{"id": f"r{i}", "split": "train", "subject_id": f"p{s}", "labels": {"fvc": float(target[i])},
             "metadata": {}} for i, s in enumerate(subjects)]
   task = tasks.Task("t", "mmlung", "breath", "fvc", kind=tasks.REGRESSION, protocol="loso", head="ols")
-  outcome, detail = evaluate.probe_task(task, index, features, PROBE, seeds=2)
+  outcome, detail = linear_probe.probe_task(task, index, features, PROBE, seeds=2)
   maes, mapes = [], []
   for train, test in model_selection.LeaveOneGroupOut().split(features, target, subjects):
     scaler = preprocessing.StandardScaler().fit(features[train])
@@ -105,7 +107,7 @@ def test_loso_mlp_head_trains_per_fold():
   folds = tuple(u for u in (f"u{k}" for k in range(5)) if u not in valid)[:2]
   task = tasks.Task("t", "nosemic", "breath", "rr", kind=tasks.REGRESSION, protocol="loso", head="mlp",
                     fold_groups=folds)
-  outcome, _ = evaluate.probe_task(task, index, features, dict(PROBE, epochs=300), seeds=2)
+  outcome, _ = linear_probe.probe_task(task, index, features, dict(PROBE, epochs=300), seeds=2)
   assert list(outcome["per_fold"]) == [f"subject_id {u}" for u in folds]
   assert outcome["mean"] < np.mean(np.abs(target - target.mean()))
 
@@ -117,7 +119,7 @@ def test_regression_on_an_official_split_reports_every_seed():
   index = [{"id": f"r{i}", "split": ("train", "train", "valid", "test")[i % 4], "subject_id": f"r{i}",
             "labels": {"fev1": float(target[i])}, "metadata": {}} for i in range(40)]
   task = tasks.Task("t", "table", "mixed", "fev1", kind=tasks.REGRESSION, head="mlp")
-  outcome, detail = evaluate.probe_task(task, index, features, dict(PROBE, epochs=100), seeds=2)
+  outcome, detail = linear_probe.probe_task(task, index, features, dict(PROBE, epochs=100), seeds=2)
   assert len(outcome["per_seed"]) == 2 and outcome["mean"] == pytest.approx(np.mean(outcome["per_seed"]))
   assert detail["y"].tolist() == target[3::4].astype(np.float64).tolist()
   assert probe.mae(detail["y"], detail["pred"]) <= max(outcome["per_seed"]) + 1e-6   # the seed average
@@ -172,9 +174,9 @@ def _check_html(text):
 
 def test_evaluate_encoders_writes_results_and_reuses_cached_features(tiny_corpus, encoder, tmp_path, monkeypatch):
   config = _config(tiny_corpus)
-  results = evaluate.evaluate_encoders(config, tmp_path / "eval", {"before": encoder})
+  results = linear_probe.evaluate_encoders(config, tmp_path / "eval", {"before": encoder})
   saved = json.loads((tmp_path / "eval" / "results.json").read_text())
-  assert saved["encoders"] == [evaluate.BASELINE, "before"]
+  assert saved["encoders"] == [linear_probe.BASELINE, "before"]
   outcome = saved["tasks"]["heart_murmur"]["before"]
   assert outcome["metric"] == "auroc" and len(outcome["per_seed"]) == config.eval.probe.seeds
   assert saved["task_info"]["heart_murmur"]["protocol"] == "official"
@@ -194,31 +196,31 @@ def test_evaluate_encoders_writes_results_and_reuses_cached_features(tiny_corpus
 
   def no_extraction(*args, **kwargs):
     raise AssertionError("features were extracted again")
-  monkeypatch.setattr(evaluate, "_extract_split", no_extraction)
-  again = evaluate.evaluate_encoders(config, tmp_path / "eval", {"before": encoder})
+  monkeypatch.setattr(features_lib, "_extract_split", no_extraction)
+  again = linear_probe.evaluate_encoders(config, tmp_path / "eval", {"before": encoder})
   assert again["tasks"] == results["tasks"]
 
 
 def test_cli_encoders_from_exports(tiny_corpus, encoder, tmp_path):
   workdir = tmp_path / "w"
   checkpointing.export_encoder(workdir, encoder, demo.get_config("tiny").model)
-  assert evaluate.parse_encoders(["a=/x", "b"], checkpoint="/y") == [("a", "/x"), ("b", "/y")]
+  assert eval_main.parse_encoders(["a=/x", "b"], checkpoint="/y") == [("a", "/x"), ("b", "/y")]
   with pytest.raises(ValueError, match="--checkpoint"):
-    evaluate.parse_encoders(["opera_gt"])
+    eval_main.parse_encoders(["opera_gt"])
   (workdir / "config.json").write_text(json.dumps({"init_from": "", "loss": {"alignment": "linear_cka",
                                                                              "align_weight": 1.0},
                                                   "data": {"teacher_dir": "t"}}))
-  assert evaluate.workdir_encoders(workdir) == [("aligned (linear_cka)", str(workdir / "export"))]
+  assert eval_main.workdir_encoders(workdir) == [("aligned (linear_cka)", str(workdir / "export"))]
   cfg = types.SimpleNamespace(workdir=str(workdir), encoder=[f"exported={workdir}"], checkpoint="", baselines="",
                               seeds=2, epochs=8, feature_batch_size=8, data_root=str(tmp_path / "root"),
                               tsne_points=0, aggregate="both", subject_score="max", bootstrap=50,
                               protocol="official", probes=["opera"], compare=[])
-  setup = evaluate._cli_setup(cfg)  # pylint: disable=protected-access
+  setup = eval_main._cli_setup(cfg)  # pylint: disable=protected-access
   exported = setup.encoders[0]
   assert exported.frames == 32 and exported._module is None   # pylint: disable=protected-access
-  assert exported.digest == evaluate.directory_digest(workdir / "export")
+  assert exported.digest == features_lib.directory_digest(workdir / "export")
   task = dataclasses.replace(tasks.get("heart_murmur"), records_dir=str(tiny_corpus / "records"))
-  results = evaluate.run([task, tasks.get("t7_icbhi_copd")], setup)   # the second has no records: skipped
+  results = linear_probe.run([task, tasks.get("t7_icbhi_copd")], setup)   # the second has no records: skipped
   assert list(results["tasks"]) == ["heart_murmur"] and "t7_icbhi_copd" not in results["tasks"]
   assert results["scoring"] == {"aggregate": "both", "subject_score": "max", "bootstrap": 50, "comparison": ""}
   low, high = results["tasks"]["heart_murmur"]["exported"]["subject"]["ci95"]
@@ -226,7 +228,7 @@ def test_cli_encoders_from_exports(tiny_corpus, encoder, tmp_path):
   assert "--option=task=copd" in results["skipped_tasks"]["t7_icbhi_copd"]
   # Loading the export gives back the parameters it was made from.
   module = exported.module()
-  assert evaluate.params_digest(module) == evaluate.params_digest(encoder)
+  assert features_lib.params_digest(module) == features_lib.params_digest(encoder)
 
 
 def test_report_renders_regression_and_classification():
@@ -243,7 +245,7 @@ def test_report_renders_regression_and_classification():
              "reg": {n: {"y": rng.normal(size=20), "pred": rng.normal(size=20)} for n in "ab"}}
   maps = [{"task": "cls", "classes": ["p", "q", "r"],
            "encoders": {n: {"xy": rng.normal(size=(15, 2)), "label": list(rng.integers(-1, 3, 15))} for n in "ab"}}]
-  page = report_html.render(results, details, maps)
+  page = report.html_page(results, details, maps)
   svgs = _check_html(page)
   assert len(svgs) == 5 and "d &lt;&amp;&gt;" in page and "no records" in page   # ROC, scatter, 2 intervals, map
   assert page.count('<td class="best">') == 2
@@ -251,14 +253,14 @@ def test_report_renders_regression_and_classification():
   # Encoders named on the command line are not called "before and after alignment"; a run's own pair is.
   assert "alignment" not in page
   results["scoring"] = {"comparison": "alignment"}
-  assert "Embedding maps (before and after alignment)" in report_html.render(results, details, maps)
+  assert "Embedding maps (before and after alignment)" in report.html_page(results, details, maps)
   # A comparison becomes a forest plot (tasks and their mean) in the page and a starred table in results.md.
   row = {"diff": 0.05, "ci95": [0.01, 0.09], "p_value": 0.01, "excludes_zero": True}
   results["comparisons"] = {"a vs b": {"opera": {"recording": {"tasks": {"cls": row}, "mean_over_tasks": row}}}}
-  forest = [svg for svg in _check_html(report_html.render(results, details, maps)) if "paired differences" in svg]
+  forest = [svg for svg in _check_html(report.html_page(results, details, maps)) if "paired differences" in svg]
   assert len(forest) == 1 and ">mean over tasks<" in forest[0] and 'stroke-dasharray="4 3"' in forest[0]
-  assert "| cls | +0.050 * | [+0.010, +0.090] | 0.010 |" in evaluate.comparisons_table(results)
-  fpr, tpr = report_html.macro_roc(details["cls"]["a"]["proba"], details["cls"]["a"]["y"], 3)
+  assert "| cls | +0.050 * | [+0.010, +0.090] | 0.010 |" in report.comparisons_table(results)
+  fpr, tpr = report.macro_roc(details["cls"]["a"]["proba"], details["cls"]["a"]["y"], 3)
   assert np.trapezoid(tpr, fpr) == pytest.approx(probe.auroc(details["cls"]["a"]["proba"], details["cls"]["a"]["y"], 3),
                                                  abs=0.03)
 
@@ -302,12 +304,12 @@ def test_heads_export_load_and_zero_shot_on_the_tiny_corpus(tiny_corpus, encoder
   x = np.random.default_rng(0).normal(size=(3, config.model.width)).astype(np.float32)
   np.testing.assert_allclose(heads.audio(x), model.audio_head(x), rtol=1e-6)
 
-  setup = evaluate.Setup(encoders=[], baselines={}, audio_config=config.audio.to_dict(), probe_config=PROBE,
+  setup = features_lib.Setup(encoders=[], baselines={}, audio_config=config.audio.to_dict(), probe_config=PROBE,
                          seeds=2, out_dir=tmp_path / "eval", feature_batch_size=config.eval.feature_batch_size,
-                         default_window=evaluate.input_pipeline.clip_samples(config),
+                         default_window=features_lib.input_pipeline.clip_samples(config),
                          fallback_records=str(tiny_corpus / "records"))
   task_list = [tasks.get("heart_murmur"), tasks.get("lung_sound")]
-  results = zeroshot.run(task_list, setup, evaluate.from_module("aligned", encoder), heads, _fake_embed)
+  results = zeroshot.run(task_list, setup, features_lib.from_module("aligned", encoder), heads, _fake_embed)
   for name in ("heart_murmur", "lung_sound"):
     r = results["tasks"][name]
     assert 0.0 <= r["auroc"] <= 1.0 and r["num_test"] > 0
@@ -323,12 +325,12 @@ def test_feature_cache_key_follows_the_records_content_not_the_write(tmp_path):
   """An identical re-prepare (another `created` time, another folder) keeps the cache key; changed
   audio changes it."""
   import time  # pylint: disable=g-import-not-at-top
-  from acula_jax import records, synthetic  # pylint: disable=g-import-not-at-top
+  from acula_jax.data import records, synthetic  # pylint: disable=g-import-not-at-top
   examples = [synthetic.generate_example(i, seed=0, duration_s=0.5) for i in range(6)]
   records.write_audio_records(tmp_path / "a" / "records", examples, dataset="synthetic", num_shards=2)
   time.sleep(1.1)  # a later `created` stamp
   records.write_audio_records(tmp_path / "b" / "records", examples, dataset="synthetic", num_shards=2)
-  key = lambda d: evaluate.RecordsStore(tmp_path / d / "records", tmp_path / "cache").key
+  key = lambda d: features_lib.RecordsStore(tmp_path / d / "records", tmp_path / "cache").key
   manifests = [records.read_manifest(tmp_path / d / "records") for d in "ab"]
   assert manifests[0]["created"] != manifests[1]["created"] and key("a") == key("b")
   changed = [dict(e) for e in examples]

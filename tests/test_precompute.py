@@ -16,8 +16,9 @@ import pytest
 import torch
 import transformers
 
-from acula_jax import precompute
-from acula_jax import records
+from acula_jax import fileio
+from acula_jax.text import precompute
+from acula_jax.data import records
 from acula_jax.errors import DataError
 from configs.teacher import medgemma_4b
 from configs.teacher import minilm
@@ -121,7 +122,7 @@ def test_pool_handles_nan_in_padding():
 
 def _cli(reports, output, *overrides, config="configs/teacher/minilm.py"):
   env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-  cmd = [sys.executable, "-m", "acula_jax.precompute", f"--config={config}", f"--reports={reports}",
+  cmd = [sys.executable, "-m", "acula_jax.text.precompute", f"--config={config}", f"--reports={reports}",
          f"--output={output}", *overrides]
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -137,7 +138,7 @@ def test_cli_end_to_end(tmp_path, minilm_teacher):
   assert ids == sorted(i for i, _ in rows)
   assert manifest["dim"] == 384 and manifest["count"] == 20 and emb.shape == (20, 384)
   assert [s["count"] for s in manifest["shards"]] == [7, 6, 7]
-  assert manifest["reports_sha256"] == records.sha256_file(reports)
+  assert manifest["reports_sha256"] == fileio.sha256_file(reports)
   assert manifest["model"] == "minilm" and manifest["pooling"] == "mean" and manifest["layer"] == -1
   assert manifest["versions"]["torch"] == torch.__version__
   assert manifest["versions"]["transformers"] == transformers.__version__

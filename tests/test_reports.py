@@ -9,9 +9,10 @@ import sys
 
 import pytest
 
-from acula_jax import reports, synthetic
+from acula_jax.text import reports
+from acula_jax.data import synthetic
 from acula_jax.errors import DataError
-from acula_jax.reports import read_reports, report_for
+from acula_jax.text.reports import read_reports, report_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -192,7 +193,7 @@ def test_real_circor_report_tables(shared_data):
 
 @pytest.fixture(scope="module")
 def records_dir(tmp_path_factory):
-  from acula_jax import records
+  from acula_jax.data import records
   out = tmp_path_factory.mktemp("records")
   records.write_audio_records(out, synthetic.generate_corpus(40, 0, duration_s=0.2), dataset="synthetic",
                               num_shards=2)
@@ -212,7 +213,7 @@ def test_write_reports_covers_the_train_split(records_dir, tmp_path):
 def test_cli(records_dir, tmp_path):
   out = tmp_path / "reports.jsonl"
   env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  proc = subprocess.run([sys.executable, "-m", "acula_jax.reports", f"--records={records_dir}",
+  proc = subprocess.run([sys.executable, "-m", "acula_jax.text.reports", f"--records={records_dir}",
                          f"--output={out}", "--splits=train,valid"], capture_output=True, text=True,
                         env=env, cwd=REPO, timeout=120)
   assert proc.returncode == 0, proc.stderr
@@ -223,7 +224,7 @@ def test_cli(records_dir, tmp_path):
 
 
 def test_reports_of_several_folders_and_duplicate_ids(records_dir, tmp_path):
-  from acula_jax import records
+  from acula_jax.data import records
   other = tmp_path / "other"
   examples = list(synthetic.generate_corpus(40, 1, duration_s=0.2))
   for e in examples:

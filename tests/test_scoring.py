@@ -6,10 +6,11 @@ import pytest
 from sklearn import metrics as sk_metrics
 
 from acula_jax import errors
-from acula_jax import evaluate
-from acula_jax import probe
-from acula_jax import scoring
-from acula_jax import tasks
+from acula_jax.evaluators import linear_probe
+from acula_jax.evaluators import report
+from acula_jax.evaluators import probe
+from acula_jax.evaluators import scoring
+from acula_jax.evaluators import tasks
 
 PROBE = {"learning_rate": 1e-2, "decay": 0.97, "l2": 1e-5, "epochs": 30, "batch_size": 64}
 
@@ -102,9 +103,9 @@ def _one_site_index(num_subjects=60, recordings=3, dim=4, seed=0):
 def test_subject_level_sees_a_finding_in_one_recording():
   index, features = _one_site_index()
   task = tasks.Task("t", "table", "heart", "d", ("n", "y"))
-  levels, note = evaluate.task_levels(task, index, "auto")
+  levels, note = linear_probe.task_levels(task, index, "auto")
   assert levels == ("recording", "subject") and not note
-  outcome, detail = evaluate.probe_task(task, index, features, PROBE, seeds=2, levels=levels, subject_score="max",
+  outcome, detail = linear_probe.probe_task(task, index, features, PROBE, seeds=2, levels=levels, subject_score="max",
                                         bootstrap=200)
   subject = outcome["subject"]
   assert subject["num_test"] == 20 and outcome["num_test"] == 60 and subject["num_test_subjects"] == 20
@@ -117,7 +118,7 @@ def test_subject_level_sees_a_finding_in_one_recording():
   # Only a third of a positive subject's recordings show the finding: recordings score far lower.
   assert subject["mean"] > 0.95 and outcome["mean"] < 0.8
   assert subject["ci95"][0] > outcome["ci95"][0]
-  mean_outcome, _ = evaluate.probe_task(task, index, features, PROBE, seeds=2, levels=("subject",))
+  mean_outcome, _ = linear_probe.probe_task(task, index, features, PROBE, seeds=2, levels=("subject",))
   assert mean_outcome["level"] == "subject" and "subject" not in mean_outcome
   assert outcome["mean"] < mean_outcome["mean"] <= subject["mean"] + 1e-9
 
@@ -125,17 +126,17 @@ def test_subject_level_sees_a_finding_in_one_recording():
 def test_levels_follow_the_request_and_the_data():
   index, _ = _one_site_index(12)
   task = tasks.Task("t", "table", "heart", "d", ("n", "y"))
-  assert evaluate.task_levels(task, index, "recording") == (("recording",), "")
+  assert linear_probe.task_levels(task, index, "recording") == (("recording",), "")
   single = [dict(r, subject_id=r["id"]) for r in index]
-  assert evaluate.task_levels(task, single, "auto") == (("recording",), "")
-  assert evaluate.task_levels(task, single, "both") == (("recording", "subject"), "")
+  assert linear_probe.task_levels(task, single, "auto") == (("recording",), "")
+  assert linear_probe.task_levels(task, single, "both") == (("recording", "subject"), "")
   # Two subjects whose recordings disagree (per-cycle labels, say).
   index[1]["labels"] = {"d": "y"}
   index[4]["labels"] = {"d": "n"}
-  levels, note = evaluate.task_levels(task, index, "auto")
+  levels, note = linear_probe.task_levels(task, index, "auto")
   assert levels == ("recording",) and note.startswith("subject level skipped: 2 of 12 subjects") and "s0, s1" in note
   with pytest.raises(errors.UsageError, match=r"2 subjects' recordings disagree \(s0, s1\)"):
-    evaluate.task_levels(task, index, "subject")
+    linear_probe.task_levels(task, index, "subject")
   with pytest.raises(ValueError, match="aggregate must be one of"):
     scoring.levels_for("patients", ["a"])
 
@@ -207,18 +208,18 @@ def test_evaluation_with_cross_validation_two_probes_and_a_comparison(tmp_path):
   outcomes, details = {}, {}
   for name, x in (("good", features), ("noisy", noise)):
     for probe_name in ("opera", "logreg"):
-      column = evaluate.column_name(name, probe_name, ("opera", "logreg"))
-      outcomes[column], details[column] = evaluate.probe_task(
+      column = report.column_name(name, probe_name, ("opera", "logreg"))
+      outcomes[column], details[column] = linear_probe.probe_task(
           task, index, x, PROBE, seeds=2, levels=("recording", "subject"), bootstrap=200,
           protocol="repeated_cv:3:2", probe_name=probe_name)
   good = outcomes["good · logreg"]
   assert good["protocol"] == "repeated_cv:3:2" and good["num_folds"] == 6 and good["spread"] == "folds"
   assert good["std"] == pytest.approx(np.std(list(good["per_fold"].values())))
   assert len(good["per_seed"]) == 1 and len(outcomes["good · opera"]["per_seed"]) == 2
-  official, _ = evaluate.probe_task(task, index, features, PROBE, seeds=2, probe_name="logreg")
+  official, _ = linear_probe.probe_task(task, index, features, PROBE, seeds=2, probe_name="logreg")
   assert "±" not in scoring.cell_text(official) and "±" in scoring.cell_text(good)   # one fit: no spread
   results = {"tasks": {"t": outcomes}, "task_info": {"t": task.info()}}
-  compared = evaluate.compare_tasks(results, {"t": details}, [("good", "noisy")], ("opera", "logreg"), 300)
+  compared = linear_probe.compare_tasks(results, {"t": details}, [("good", "noisy")], ("opera", "logreg"), 300)
   entry = compared["good vs noisy"]["logreg"]["subject"]["tasks"]["t"]
   assert entry["diff"] == pytest.approx(good["subject"]["mean"] - outcomes["noisy · logreg"]["subject"]["mean"])
   assert entry["diff"] > 0 and entry["excludes_zero"] and entry["p_value"] < 0.05

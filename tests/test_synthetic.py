@@ -14,8 +14,8 @@ from sklearn.model_selection import GroupKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from acula_jax import synthetic
-from acula_jax.synthetic import DEMO_TASKS, generate_example
+from acula_jax.data import synthetic
+from acula_jax.data.synthetic import DEMO_TASKS, generate_example
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -198,9 +198,9 @@ def test_labels_are_learnable_from_spectra_but_not_from_energy():
 
 
 def test_cli_writes_records_that_read_back(tmp_path):
-  from acula_jax import records
+  from acula_jax.data import records
   out = tmp_path / "records"
-  cmd = [sys.executable, "-m", "acula_jax.synthetic", f"--output={out}", "--num_examples=12", "--seed=2",
+  cmd = [sys.executable, "-m", "acula_jax.data.synthetic", f"--output={out}", "--num_examples=12", "--seed=2",
          "--duration_s=0.5", "--num_shards=2"]
   env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
   proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)

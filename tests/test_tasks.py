@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import fixtures_layouts as fl
-from acula_jax import datasets
+from acula_jax.data import datasets
 from acula_jax import errors
-from acula_jax import tasks
+from acula_jax.evaluators import tasks
 
 
 def _index(task, data_dir, **options):
@@ -238,9 +238,9 @@ def _nosemic(tmp_path):
 
 def _demo(name):
   def check(tiny_corpus):
-    from acula_jax import evaluate  # pylint: disable=import-outside-toplevel
+    from acula_jax.evaluators import features as features_lib
     task = tasks.get(name)
-    index = evaluate.records_index(tiny_corpus / "records")
+    index = features_lib.records_index(tiny_corpus / "records")
     sound_type = dict(task.filters)["sound_type"][0]
     assert all(r["metadata"]["sound_type"] == sound_type for r in index if task.applies_to(r))
     assert sum(task.applies_to(r) for r in index) == sum(r["metadata"]["sound_type"] == sound_type and
@@ -320,7 +320,7 @@ def test_registry_covers_the_opera_tasks_and_groups():
   assert tasks.get("t8_coswara_smoker").audio_seconds("opera_ce") == 2.0
   assert tasks.get("t8_coswara_smoker").audio_seconds("opera_ct") == 8.0
   assert tasks.get("t7_icbhi_copd").prepare_command("/d", "/root") == (
-      "python -m acula_jax.prepare --dataset=icbhi --data_dir=/d --output=/root/icbhi_copd --option=task=copd")
+      "python -m acula_jax.data.prepare --dataset=icbhi --data_dir=/d --output=/root/icbhi_copd --option=task=copd")
   with pytest.raises(ValueError, match="unknown task"):
     tasks.resolve("t3_covid19sounds")
 
@@ -338,7 +338,7 @@ def test_ordered_classes_puts_the_negative_class_first():
 @pytest.fixture(name="table_records", scope="module")
 def table_records_fixture(tmp_path_factory):
   """Records as `prepare --dataset=table` writes them: a class label and a numeric target per row."""
-  from acula_jax import records  # pylint: disable=import-outside-toplevel
+  from acula_jax.data import records  # pylint: disable=import-outside-toplevel
   root = tmp_path_factory.mktemp("table")
   rng = np.random.default_rng(0)
   examples = []

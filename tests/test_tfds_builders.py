@@ -1,4 +1,4 @@
-"""acula_jax.tfds_builders: TFDS builders (optional extra) and that training never imports TF/TFDS.
+"""acula_jax.data.tfds_builders: TFDS builders (optional extra) and that training never imports TF/TFDS.
 
 The TFDS tests run only where `pip install acula_jax[tfds]` was done; TensorFlow is not needed and
 these tests check that it is not imported. The import checks run everywhere.
@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from acula_jax import audio
-from acula_jax import prepare
-from acula_jax import records
-from acula_jax.datasets import yaseen2018
+from acula_jax.audio import io as audio_io
+from acula_jax.data import prepare
+from acula_jax.data import records
+from acula_jax.data.datasets import yaseen2018
 
 LIMIT = 24  # Yaseen recordings in the real-data subset (evenly spaced over the sorted ids).
 
@@ -32,7 +33,7 @@ def _run_python(code: str) -> subprocess.CompletedProcess:
 def test_training_imports_neither_tensorflow_nor_tfds():
   result = _run_python("""
       import sys
-      import acula_jax, acula_jax.train, acula_jax.main, acula_jax.input_pipeline, acula_jax.prepare
+      import acula_jax, acula_jax.train, acula_jax.main, acula_jax.input_pipeline, acula_jax.data.prepare
       heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tensorflow_datasets"))
       print("HEAVY", heavy)
       """)
@@ -46,7 +47,7 @@ def test_missing_tfds_gives_an_import_error_naming_the_extra():
       import sys
       sys.modules["tensorflow_datasets"] = None
       try:
-        import acula_jax.tfds_builders
+        import acula_jax.data.tfds_builders
       except ImportError as e:
         print("ERROR", e)
       """)
@@ -65,7 +66,7 @@ def tfds():
 
 @pytest.fixture(scope="module")
 def builders(tfds):  # pylint: disable=redefined-outer-name,unused-argument
-  from acula_jax import tfds_builders  # pylint: disable=g-import-not-at-top
+  from acula_jax.data import tfds_builders  # pylint: disable=g-import-not-at-top
   return tfds_builders
 
 
@@ -117,7 +118,7 @@ def test_yaseen_builds_array_record_readable_by_tfds_and_grain(yaseen_built, tfd
     for ex in via_tfds:
       ex_id = ex["id"].decode()
       spec = expected[ex_id]
-      wave = audio.load_audio(manual_dir / spec.path)
+      wave = audio_io.load_audio(manual_dir / spec.path)
       assert ex["audio"].dtype == np.float32 and np.array_equal(ex["audio"], wave), ex_id
       assert ex["num_samples"] == wave.size and ex["sample_rate"] == audio.SAMPLE_RATE
       assert ex["split"].decode() == split and ex["subject_id"].decode() == spec.subject_id

@@ -11,9 +11,9 @@ from flax import nnx
 from acula_jax import checkpointing
 from acula_jax import errors
 from acula_jax import input_pipeline
-from acula_jax import records
+from acula_jax.data import records
 from acula_jax import sharding
-from acula_jax import synthetic
+from acula_jax.data import synthetic
 from acula_jax import train
 from configs import demo
 from tiny_training import tiny_config
@@ -214,8 +214,8 @@ def test_trains_on_several_record_folders(corpus, tmp_path, monkeypatch):
 
 def test_audiomae_trains_on_its_fbank_and_yields_evaluation_features(corpus, tmp_path):
   """encoder=audiomae: AcuLa steps on Kaldi fbanks, probes after training, and the export's features."""
-  from acula_jax import audio
-  from acula_jax import evaluate
+  from acula_jax.audio import frontends
+  from acula_jax.evaluators import features as features_lib
   from configs import acula as acula_config
   config = tiny_config(corpus, "tiny,encoder=audiomae", num_train_steps=4, log_every_steps=2)
   assert config.audio.frontend == "audiomae_fbank" and tuple(config.model.spec_shape) == (64, 32)
@@ -229,17 +229,17 @@ def test_audiomae_trains_on_its_fbank_and_yields_evaluation_features(corpus, tmp
   aligned_key = saved["features"]["aligned (linear_cka)"][synthetic.DEMO_TASKS[0].name]
   info = json.loads(next((tmp_path / "eval" / "features").glob(f"*/{aligned_key}/info.json")).read_text())
   assert info["family"] == "audiomae" and info["audio"] == config.audio.to_dict()
-  assert info["window"] == audio.window_samples(64, config.audio) == 400 + 63 * 160
+  assert info["window"] == frontends.window_samples(64, config.audio) == 400 + 63 * 160
 
   # The export through the CLI's path: an OPERA evaluation config still gives AudioMAE its fbank.
-  encoder = evaluate.from_export("am", tmp_path)
+  encoder = features_lib.from_export("am", tmp_path)
   assert (encoder.family, encoder.frames, encoder.spec_shape) == ("audiomae", 64, (64, 32))
   opera_audio = acula_config.get_config().audio.to_dict()
-  window = evaluate.encoder_window(encoder, None, opera_audio)
-  featurizer = evaluate.encoder_featurizer(encoder, opera_audio, window, batch_size=4)
+  window = features_lib.encoder_window(encoder, None, opera_audio)
+  featurizer = features_lib.encoder_featurizer(encoder, opera_audio, window, batch_size=4)
   assert window == info["window"] and featurizer.info["audio"] == config.audio.to_dict()
   waves = [synthetic.generate_example(i, seed=3, duration_s=d)["audio"] for i, d in enumerate((0.5, 2.0, 3.3))]
-  features = evaluate.featurize_waves(waves, featurizer)
+  features = features_lib.featurize_waves(waves, featurizer)
   assert features.shape == (3, 32) and np.all(np.isfinite(features))
   assert np.ptp(features, axis=0).max() > 0
 

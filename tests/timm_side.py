@@ -14,7 +14,7 @@ def import_timm():
   the CPU torch, lacks the torchvision::nms / qnms op schemas, so once importable it breaks
   `import timm` and transformers' BertModel / ClapAudioModel imports. Here the schemas are
   registered first, then the folder goes on this process's sys.path only (subprocesses, e.g.
-  `python -m acula_jax.precompute`, never see it); later transformers imports here still work.
+  `python -m acula_jax.text.precompute`, never see it); later transformers imports here still work.
   ACULA_TIMM_SIDE overrides the folder.
   """
   side = os.environ.get("ACULA_TIMM_SIDE") or os.path.join(

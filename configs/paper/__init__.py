@@ -2,12 +2,12 @@ r"""AcuLa at the paper's settings (arXiv 2512.04847), shared by opera_gt.py, ope
 
 Everything lives under one data root, ROOT (benchmarks/reproduce_paper.md builds it step by step):
 
-  ROOT/records/<folder>         `acula_jax.prepare` output, one folder per task family, named as the
-                                task registry names them (`acula_jax.tasks`, each task's `records`)
-  ROOT/reports/train.jsonl      `acula_jax.reports` of the training folders' train split
-  ROOT/teacher/medgemma_4b      `acula_jax.precompute` with configs/teacher/medgemma_4b.py
+  ROOT/records/<folder>         `acula_jax.data.prepare` output, one folder per task family, named as the
+                                task registry names them (`acula_jax.evaluators.tasks`, each task's `records`)
+  ROOT/reports/train.jsonl      `acula_jax.text.reports` of the training folders' train split
+  ROOT/teacher/medgemma_4b      `acula_jax.text.precompute` with configs/teacher/medgemma_4b.py
   ROOT/teacher/minilm           ... with configs/teacher/minilm.py (the offline, CPU-sized teacher)
-  ROOT/checkpoints/<encoder>    `acula_jax.convert` of the released OPERA checkpoint
+  ROOT/checkpoints/<encoder>    `acula_jax.tools.convert` of the released OPERA checkpoint
 
 Variants (after the colon, comma separated; a value may not contain a comma):
   loss=linear_cka|contrastive|reference_gram
@@ -100,7 +100,7 @@ def get_paper_config(encoder: str, arg=None) -> ml_collections.ConfigDict:
   config.data.train_split = "train"
   config.init_from = f"{root}/checkpoints/{encoder}"
   if encoder == "opera_gt":
-    # The released OPERA-GT's decoder (16 Swin blocks, 16 heads), which `acula_jax.convert` writes
+    # The released OPERA-GT's decoder (16 Swin blocks, 16 heads), which `acula_jax.tools.convert` writes
     # into the export: the encoder must match it for init_from, and the MAE term then continues from
     # a trained decoder instead of a fresh one.
     config.model.update(decoder="swin", decoder_width=256, decoder_depth=16, decoder_heads=16)

@@ -3,7 +3,7 @@ r"""AcuLa on OPERA-CE (EfficientNet-B0, 1280-d; COLA as the self-supervised term
 Needs ROOT prepared as benchmarks/reproduce_paper.md describes (records, reports, MedGemma-4B
 teacher embeddings, ROOT/checkpoints/opera_ce from the released checkpoint):
 
-  python -m acula_jax.convert --from=opera_ce --checkpoint=$ROOT/opera/encoder-operaCE.ckpt \
+  python -m acula_jax.tools.convert --from=opera_ce --checkpoint=$ROOT/opera/encoder-operaCE.ckpt \
       --output=$ROOT/checkpoints/opera_ce
 
 Train, then probe before vs after on the `acula` tasks (one H100):
@@ -25,7 +25,7 @@ The authors' loss instead of our pair-aware default (everything else equal), to 
 Other variants: loss=contrastive, teacher=minilm, train=disjoint (see configs/paper/__init__.py).
 Re-run or extend the evaluation (features are cached in WORKDIR/eval/features):
 
-  python -m acula_jax.evaluate --workdir=$ROOT/runs/opera_ce --tasks=acula --data_root=$ROOT/records
+  python -m acula_jax.evaluators.main --workdir=$ROOT/runs/opera_ce --tasks=acula --data_root=$ROOT/records
 
 OPERA-CE is small (about 5M parameters): its step is cheap and the input pipeline sets the pace, so
 give it as many `data.num_workers` as the host has cores to spare. Its BatchNorm statistics are

@@ -3,7 +3,7 @@ r"""AcuLa on OPERA-CT (HTS-AT, 768-d; COLA as the self-supervised term) at the p
 Needs ROOT prepared as benchmarks/reproduce_paper.md describes (records, reports, MedGemma-4B
 teacher embeddings, ROOT/checkpoints/opera_ct from the released checkpoint):
 
-  python -m acula_jax.convert --from=opera_ct --checkpoint=$ROOT/opera/encoder-operaCT.ckpt \
+  python -m acula_jax.tools.convert --from=opera_ct --checkpoint=$ROOT/opera/encoder-operaCT.ckpt \
       --output=$ROOT/checkpoints/opera_ct
 
 Train, then probe before vs after on the `acula` tasks (one H100):
@@ -25,7 +25,7 @@ The authors' loss instead of our pair-aware default (everything else equal), to 
 Other variants: loss=contrastive, teacher=minilm, train=disjoint (see configs/paper/__init__.py).
 Re-run or extend the evaluation (features are cached in WORKDIR/eval/features):
 
-  python -m acula_jax.evaluate --workdir=$ROOT/runs/opera_ct --tasks=acula --data_root=$ROOT/records
+  python -m acula_jax.evaluators.main --workdir=$ROOT/runs/opera_ct --tasks=acula --data_root=$ROOT/records
 
 HTS-AT resizes every input to its 256 x 256 image, so each of the three passes per example (the
 alignment pass and the two COLA crops) costs a full forward whatever the crop length.

@@ -3,7 +3,7 @@ r"""AcuLa on OPERA-GT (MAE ViT-S/4, 384-d, released Swin decoder) at the paper's
 Needs ROOT prepared as benchmarks/reproduce_paper.md describes (records, reports, MedGemma-4B
 teacher embeddings, ROOT/checkpoints/opera_gt from the released checkpoint):
 
-  python -m acula_jax.convert --from=opera_gt --checkpoint=$ROOT/opera/encoder-operaGT.ckpt \
+  python -m acula_jax.tools.convert --from=opera_gt --checkpoint=$ROOT/opera/encoder-operaGT.ckpt \
       --output=$ROOT/checkpoints/opera_gt
 
 Train, then probe before vs after on the `acula` tasks (one H100):
@@ -25,7 +25,7 @@ The authors' loss instead of our pair-aware default (everything else equal), to 
 Other variants: loss=contrastive, teacher=minilm, train=disjoint (see configs/paper/__init__.py).
 Re-run or extend the evaluation (features are cached in WORKDIR/eval/features):
 
-  python -m acula_jax.evaluate --workdir=$ROOT/runs/opera_gt --tasks=acula --data_root=$ROOT/records
+  python -m acula_jax.evaluators.main --workdir=$ROOT/runs/opera_gt --tasks=acula --data_root=$ROOT/records
 
 Memory and speed: `--config.model.dtype=bfloat16` (bf16 compute, f32 parameters and optimizer state)
 if batch 48 does not fit or to go faster; compare with float32 before reporting numbers from it.

@@ -1,1 +1,1 @@
-"""Teacher (text encoder) configs for acula_jax.precompute."""
+"""Teacher (text encoder) configs for acula_jax.text.precompute."""

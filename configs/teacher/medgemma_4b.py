@@ -5,7 +5,7 @@ page and log in (`huggingface-cli login` or HF_TOKEN) before the first run; the 
 download once into the HF cache, after which the job runs with HF_HUB_OFFLINE=1. Needs a GPU
 (bfloat16, about 9 GB):
 
-  python -m acula_jax.precompute --config=configs/teacher/medgemma_4b.py \
+  python -m acula_jax.text.precompute --config=configs/teacher/medgemma_4b.py \
       --reports=workdir/acula/reports.jsonl --output=workdir/acula/teacher_medgemma
 
 The text decoder of the multimodal checkpoint is run without its LM head; the pooled vector is the

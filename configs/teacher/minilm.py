@@ -2,7 +2,7 @@ r"""Teacher embeddings from all-MiniLM-L6-v2 (384-d), shipped in the `gt-all-min
 
 Runs offline on CPU (tens of reports/s on 2 cores):
 
-  HF_HUB_OFFLINE=1 python -m acula_jax.precompute --config=configs/teacher/minilm.py \
+  HF_HUB_OFFLINE=1 python -m acula_jax.text.precompute --config=configs/teacher/minilm.py \
       --reports=workdir/demo/data/reports.jsonl --output=workdir/demo/data/teacher
 
 Mask-aware mean pooling of the last hidden state, unnormalised: the output of the Pooling module of
