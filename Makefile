@@ -41,7 +41,7 @@ demo: $(DEMO)/data/teacher/manifest.json
 	$(BIN)/python -m acula_jax.main --config=configs/demo.py:stage=pretrain --workdir=$(DEMO)/pretrain
 	$(BIN)/python -m acula_jax.main --config=configs/demo.py --workdir=$(DEMO)/acula \
 	  --config.init_from=$(DEMO)/pretrain
-	@echo "Demo finished: results table in $(DEMO)/acula/eval/results.md (json: results.json)," \
+	@echo "Demo finished: results in $(DEMO)/acula/eval/ (results.md, zeroshot.md, retrieval.md, report.html)," \
 	  "training metrics in $(DEMO)/*/metrics.jsonl, aligned encoder in $(DEMO)/acula/export/."
 
 # Two pytest workers (pytest-xdist): most tests are single-threaded compiles, so on a 2-core machine the

@@ -5,28 +5,44 @@ Layout of a workdir:
                                     Orbax writes to a temporary directory and renames it when complete)
   export/encoder/                   the encoder parameters alone, for `load_encoder`
   export/manifest.json              the model config needed to rebuild the encoder
+  export/heads/params/              (aligned runs) Orbax checkpoint {"audio_head", "text_head",
+                                    "log_temperature"}: the nnx.Param pure dicts of the two
+                                    `models.heads.ProjectionMLP`s and the temperature
+  export/heads/manifest.json        {"format": HEADS_FORMAT, "audio_dim", "text_dim", "hidden_dim",
+                                    "out_dim", "alignment", "align_features", "teacher": the teacher
+                                    manifest's model fields and its `config` (to embed new texts alike)}
 """
 import json
 import os
 import pathlib
 import shutil
 
+from flax import nnx
 import grain
 import jax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
-from flax import nnx
 
 from acula_jax import errors
+from acula_jax import fileio
+from acula_jax.models import acula
+from acula_jax.models import heads as heads_lib
 
 EXPORT_DIR = "export"
-# /2: transformer blocks stored stacked (`opera_gt.BlockStack`), one leaf per parameter with the block
-# index leading.
-EXPORT_FORMAT = "acula_jax.encoder/2"
+# /3: every model option is in the manifest and read as written (readers fill in no defaults); the
+# transformer blocks are stored stacked (`opera_gt.BlockStack`), the block index leading each leaf.
+EXPORT_FORMAT = "acula_jax.encoder/3"
 # What an export holds: parameters and BatchNorm running statistics (OPERA-CE/CT); the ViTs have
 # no BatchStats, so their exports are unchanged.
 EXPORT_VARIABLES = (nnx.Param, nnx.BatchStat)
+HEADS_DIR = "heads"
+HEADS_FORMAT = "acula_jax.heads/1"
+# The teacher manifest's fields that zero-shot needs to embed class sentences as training embedded reports.
+_TEACHER_FIELDS = ("model", "revision", "resolved_revision", "model_class", "layer", "pooling", "max_length",
+                   "dtype", "normalize", "padding_side", "dim", "config")
 
 
 def make_manager(workdir, *, save_interval_steps: int, max_to_keep: int | None,
@@ -114,7 +130,6 @@ def write_export(directory, encoder: nnx.Module, model_config, *, source=None,
 
 def _sync(name: str):
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(name)
 
 
@@ -158,8 +173,57 @@ def load_encoder_params(path, encoder: nnx.Module) -> nnx.Module:
 
 def load_encoder(path, *, seed: int = 0) -> nnx.Module:
   """The aligned audio encoder of a workdir or export directory, without optimizer or teacher."""
-  from acula_jax.models import acula  # pylint: disable=g-import-not-at-top  (avoids a cycle)
   directory, manifest = read_export_manifest(path)
   model_config = ml_collections.ConfigDict(manifest["model"])
   encoder = acula.build_encoder(model_config, rngs=nnx.Rngs(seed))
   return load_encoder_params(directory, encoder)
+
+
+def export_heads(export_dir, model, config, teacher_manifest: dict) -> pathlib.Path:
+  """Writes the projection heads to `export_dir/heads/` (see the module docstring), for zero-shot
+  classification and retrieval; every process calls it, process 0 writes the manifest."""
+  directory = pathlib.Path(export_dir, HEADS_DIR).absolute()
+  directory.mkdir(parents=True, exist_ok=True)
+  state = {"audio_head": nnx.to_pure_dict(nnx.state(model.audio_head, nnx.Param)),
+           "text_head": nnx.to_pure_dict(nnx.state(model.text_head, nnx.Param)),
+           "log_temperature": jnp.asarray(model.log_temperature[...])}
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(directory / "params", state, force=True)
+  if jax.process_index() == 0:
+    manifest = {"format": HEADS_FORMAT, "audio_dim": int(model.audio_head.in_dim), "text_dim": int(model.text_dim),
+                "hidden_dim": int(config.heads.hidden_dim), "out_dim": int(config.heads.out_dim),
+                "alignment": config.loss.alignment, "align_features": config.align_features,
+                "teacher": {k: teacher_manifest.get(k) for k in _TEACHER_FIELDS}}
+    fileio.write_text_atomic(directory / "manifest.json", json.dumps(manifest, indent=2, default=str))
+  return directory
+
+
+def heads_dir(path) -> pathlib.Path:
+  """Accepts a heads folder, an export folder or a workdir."""
+  path = pathlib.Path(path).absolute()
+  for candidate in (path, path / HEADS_DIR, path / "export" / HEADS_DIR):
+    if (candidate / "manifest.json").is_file() and (candidate / "params").is_dir():
+      return candidate
+  raise errors.DataError(path, f"no exported projection heads (expected {HEADS_DIR}/manifest.json and "
+                               f"{HEADS_DIR}/params; train.py writes them to export/{HEADS_DIR}/ when aligning)")
+
+
+def load_heads(path) -> heads_lib.Heads:
+  """The heads exported by `export_heads` under `path` (heads, export or workdir folder)."""
+  directory = heads_dir(path)
+  manifest = json.loads((directory / "manifest.json").read_text())
+  if manifest.get("format") != HEADS_FORMAT:
+    raise errors.DataError(directory, f"heads format {manifest.get('format')!r}, expected {HEADS_FORMAT!r}")
+  heads = heads_lib.build_heads(manifest)
+  target = {"audio_head": nnx.to_pure_dict(nnx.state(heads.audio, nnx.Param)),
+            "text_head": nnx.to_pure_dict(nnx.state(heads.text, nnx.Param)),
+            "log_temperature": jnp.zeros((), jnp.float32)}
+  target = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+  with ocp.StandardCheckpointer() as checkpointer:
+    restored = checkpointer.restore(directory / "params", target)
+  for module, key in ((heads.audio, "audio_head"), (heads.text, "text_head")):
+    state = nnx.state(module, nnx.Param)
+    nnx.replace_by_pure_dict(state, restored[key])
+    nnx.update(module, state)
+  heads.log_temperature = float(restored["log_temperature"])
+  return heads

@@ -3,6 +3,8 @@ import functools
 import os
 import sys
 
+from absl import app
+
 
 class DataError(ValueError):
   """Bad input data: the message starts with the file or example it concerns."""
@@ -48,3 +50,9 @@ def one_line_errors(main):
       sys.exit(EXIT_USAGE)
 
   return wrapped
+
+
+def run_program(main, define_flags):
+  """A CLI's entry: defines its flags, then runs `main(argv)` under absl with `one_line_errors`."""
+  define_flags()
+  app.run(one_line_errors(main))

@@ -12,9 +12,9 @@ import grain
 import jax
 import numpy as np
 
-from acula_jax.audio import io as audio_io
-from acula_jax.audio import frontends
 from acula_jax import errors
+from acula_jax.audio import frontends
+from acula_jax.audio import io as audio_io
 from acula_jax.data import records
 
 

@@ -9,10 +9,10 @@ multi-host flags (--distributed and, off TPU/SLURM, --coordinator_address/--num_
 import os
 import sys
 
-import jax
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 
 from acula_jax import config_files
 from acula_jax import errors
@@ -47,7 +47,7 @@ def main(argv):
   except train.Preempted as e:
     print(f"Not done: {e}.", flush=True)
     sys.exit(errors.EXIT_PREEMPTED)
-  written = "metrics.jsonl, export/" + (", eval/results.md" if FLAGS.config.eval.tasks else "")
+  written = "metrics.jsonl, export/" + (", eval/" if FLAGS.config.evals else "")
   print(f"Done. Results in {FLAGS.workdir} ({written}).")
 
 
@@ -65,5 +65,4 @@ def _define_flags():
 
 
 if __name__ == "__main__":
-  _define_flags()
-  app.run(errors.one_line_errors(main))
+  errors.run_program(main, _define_flags)

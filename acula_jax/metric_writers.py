@@ -1,13 +1,11 @@
 """Training metrics to `metrics.jsonl` and TensorBoard event files (tensorboardX, no TensorFlow).
 
-tensorboardX imports torch when torch is installed (its tensor type), about 0.9 s and 180 MB the first
-time; a training process that has torch pays that once, at the start.
+tensorboardX imports torch when torch is installed (for its tensor type): about 1 s and 180 MB. It is
+imported when a writer is enabled, so only the process that writes (process 0) pays that.
 """
 import json
 import pathlib
 import time
-
-import tensorboardX
 
 from acula_jax import fileio
 
@@ -45,6 +43,7 @@ class MetricWriter:
     if resume_step is not None:
       drop_lines_after(workdir / "metrics.jsonl", resume_step)
     self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
+    import tensorboardX  # pylint: disable=g-import-not-at-top  (imports torch: only the writing process)
     # purge_step: TensorBoard hides the killed run's events past the step this run resumes from.
     self._events = tensorboardX.SummaryWriter(str(workdir / "tensorboard"), purge_step=resume_step)
 

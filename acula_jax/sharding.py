@@ -8,8 +8,8 @@ all-gathers and reduce-scatters. Axis types are stated explicitly (Auto): shardi
 jitted step's inputs and outputs, and XLA propagates them inside.
 """
 import jax
-import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+import numpy as np
 
 from acula_jax import errors
 

@@ -1,30 +1,30 @@
 """The AcuLa training loop: data -> model/optimizer -> jitted step -> checkpoints -> export -> probes."""
+import dataclasses
 import pathlib
 import signal
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
 from absl import logging
 from flax import nnx
+import jax
+import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
+import numpy as np
+import optax
 from tqdm import tqdm
 
-from acula_jax import fileio
-from acula_jax.audio import frontends
 from acula_jax import checkpointing
 from acula_jax import errors
-from acula_jax.evaluators import linear_probe
+from acula_jax import evaluators
+from acula_jax import fileio
 from acula_jax import input_pipeline
 from acula_jax import losses
-from acula_jax import models
 from acula_jax import metric_writers
-from acula_jax.data import records
+from acula_jax import models
 from acula_jax import sharding
 from acula_jax import workdir as workdir_lib
-from acula_jax.evaluators import zeroshot
+from acula_jax.audio import frontends
+from acula_jax.data import records
 from acula_jax.models import acula
 
 
@@ -366,10 +366,6 @@ def train_and_evaluate(config, workdir) -> dict:
       config, teacher.dim if teacher else None, total_steps, platform=sharding.platform(mesh))
   if config.init_from:
     checkpointing.load_encoder_params(config.init_from, model.encoder)
-  # A copy with its own buffers (the training state's buffers are donated to the step): the
-  # "before" encoder of the probes, also when this run resumes from a checkpoint.
-  initial_encoder = nnx.clone(model.encoder)
-  nnx.update(initial_encoder, jax.tree.map(jnp.copy, nnx.state(initial_encoder)))
   graphdef, state = nnx.split((model, optimizer))
 
   state_sharding = sharding.state_shardings(state, mesh, config.param_sharding)
@@ -389,8 +385,9 @@ def train_and_evaluate(config, workdir) -> dict:
   rng = jax.random.key(config.seed)
   preemption = _Preemption()
   try:
-    state, metrics, stopped_at = _train_loop(config, train_step, state, data_iterator, manager, writer,
-                                             schedule, rng, start_step, total_steps, preemption, mesh)
+    loop = _Loop(config=config, train_step=train_step, data_iterator=data_iterator, manager=manager, writer=writer,
+                 schedule=schedule, rng=rng, preemption=preemption, mesh=mesh)
+    state, metrics, stopped_at = loop.run(state, start_step, total_steps)
   finally:
     preemption.restore()
     manager.wait_until_finished()
@@ -398,18 +395,23 @@ def train_and_evaluate(config, workdir) -> dict:
   if preemption.requested:
     raise Preempted(workdir, stopped_at)
 
-  model, _ = nnx.merge(graphdef, state)
-  # The projection heads go into the same export, for zero-shot classification and retrieval.
+  _export(workdir, nnx.merge(graphdef, state)[0], config, teacher)
+  del state  # the evaluators read the exports from disk: no model stays in device memory
+  if config.evals:
+    context = evaluators.Context(
+        audio_config=config.audio.to_dict(), out_dir=workdir / "eval",
+        default_window=input_pipeline.clip_samples(config), fallback_records=config.data.records_dir,
+        comparison="alignment" if teacher is not None and config.init_from else "")
+    evaluators.run_all(config.evals, evaluators.workdir_encoders(workdir), context)
+  return metrics
+
+
+def _export(workdir, model, config, teacher):
+  """The encoder, and with a teacher its projection heads (zero-shot, retrieval), to workdir/export."""
   write_heads = (None if teacher is None else
-                 lambda directory: zeroshot.export_heads(directory, model, config, teacher.manifest))
+                 lambda directory: checkpointing.export_heads(directory, model, config, teacher.manifest))
   export_dir = checkpointing.export_encoder(workdir, model.encoder, config.model, write_more=write_heads)
   logging.info("Exported the encoder to %s", export_dir)
-  if config.eval.tasks:
-    before = f"init from {config.init_from}" if config.init_from else "random init"
-    after = f"aligned ({config.loss.alignment})" if teacher else "MAE trained"
-    linear_probe.evaluate_encoders(config, workdir / "eval", {before: initial_encoder, after: model.encoder},
-                               comparison="alignment" if teacher else "")
-  return metrics
 
 
 def _record_skipped_teacher(workdir, missing: list, of: int):
@@ -419,34 +421,46 @@ def _record_skipped_teacher(workdir, missing: list, of: int):
                             {"count": len(missing), "of": of, "ids": missing})
 
 
-def _train_loop(config, train_step, state, data_iterator, manager, writer, schedule, rng, start_step,
-                total_steps, preemption, mesh) -> tuple:
-  """Runs steps [start_step, total_steps); returns (state, the last logged metrics, the last step)."""
-  pending = None  # the previous step's metrics: fetched one step late so the host never stalls the device
-  window_start, window_examples = time.perf_counter(), 0
-  logged, done = {}, start_step
-  progress = tqdm(range(start_step, total_steps), initial=start_step, total=total_steps,
-                  desc="train", unit="step", disable=jax.process_index() != 0)
-  for step in progress:
-    batch = sharding.shard_batch(next(data_iterator), mesh)
-    state, step_metrics = train_step(state, batch, jax.random.fold_in(rng, step))  # RNG per step
-    if pending is not None:
-      _check_finite(jax.device_get(pending[1]), pending[0])
-    pending = (step + 1, step_metrics)
-    window_examples += config.batch_size
-    done = step + 1
-    if done % config.log_every_steps == 0 or done == total_steps:
-      logged = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
-      _check_finite(logged, done)
-      elapsed = time.perf_counter() - window_start
-      logged.update(learning_rate=float(schedule(step)), examples_per_sec=window_examples / elapsed)
-      writer.write(done, logged)
-      progress.set_postfix(loss=f"{logged['loss']:.4f}", ex_s=f"{logged['examples_per_sec']:.1f}")
-      window_start, window_examples = time.perf_counter(), 0
-    stop = preemption.requested or done == total_steps
-    if stop or manager.should_save(done):
-      _check_finite(jax.device_get(step_metrics), done)  # never checkpoint parameters a NaN reached
-      checkpointing.save(manager, done, state, data_iterator, force=stop)
-    if stop:
-      break
-  return state, logged, done
+@dataclasses.dataclass
+class _Loop:
+  """What the training loop runs with, besides the state and the steps."""
+  config: object
+  train_step: object
+  data_iterator: object
+  manager: object
+  writer: object
+  schedule: object
+  rng: object
+  preemption: object
+  mesh: object
+
+  def run(self, state, start_step: int, total_steps: int) -> tuple:
+    """Runs steps [start_step, total_steps); returns (state, the last logged metrics, the last step)."""
+    pending = None  # the previous step's metrics: fetched one step late so the host never stalls the device
+    window_start, window_examples = time.perf_counter(), 0
+    logged, done = {}, start_step
+    progress = tqdm(range(start_step, total_steps), initial=start_step, total=total_steps,
+                    desc="train", unit="step", disable=jax.process_index() != 0)
+    for step in progress:
+      batch = sharding.shard_batch(next(self.data_iterator), self.mesh)
+      state, step_metrics = self.train_step(state, batch, jax.random.fold_in(self.rng, step))  # RNG per step
+      if pending is not None:
+        _check_finite(jax.device_get(pending[1]), pending[0])
+      pending = (step + 1, step_metrics)
+      window_examples += self.config.batch_size
+      done = step + 1
+      if done % self.config.log_every_steps == 0 or done == total_steps:
+        logged = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+        _check_finite(logged, done)
+        elapsed = time.perf_counter() - window_start
+        logged.update(learning_rate=float(self.schedule(step)), examples_per_sec=window_examples / elapsed)
+        self.writer.write(done, logged)
+        progress.set_postfix(loss=f"{logged['loss']:.4f}", ex_s=f"{logged['examples_per_sec']:.1f}")
+        window_start, window_examples = time.perf_counter(), 0
+      stop = self.preemption.requested or done == total_steps
+      if stop or self.manager.should_save(done):
+        _check_finite(jax.device_get(step_metrics), done)  # never checkpoint parameters a NaN reached
+        checkpointing.save(self.manager, done, state, self.data_iterator, force=stop)
+      if stop:
+        break
+    return state, logged, done

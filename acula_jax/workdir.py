@@ -11,14 +11,14 @@ import datetime
 import json
 import pathlib
 
-from acula_jax import fileio
 from acula_jax import errors
+from acula_jax import fileio
 
 CONFIG = "config.json"
 HISTORY = "config_history.jsonl"
 # Dotted prefixes of the fields a resumed run may change.
 SAFE_TO_CHANGE = ("num_train_steps", "num_epochs", "log_every_steps", "checkpoint_every_steps",
-                  "keep_checkpoints", "eval", "data.num_workers", "mesh", "param_sharding", "resume",
+                  "keep_checkpoints", "evals", "data.num_workers", "mesh", "param_sharding", "resume",
                   "init_from")
 
 

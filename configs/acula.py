@@ -29,7 +29,6 @@ import ml_collections
 
 from acula_jax.audio import frontends
 from acula_jax import models
-from acula_jax.evaluators import probe
 
 ALIGNMENT_LOSSES = ("linear_cka", "contrastive", "reference_gram")
 
@@ -123,13 +122,9 @@ def get_config(arg=None):
   config.resume = ""
   config.init_from = ""
 
-  config.eval = ml_collections.ConfigDict()
-  config.eval.tasks = ""              # "" = no probes after training; "demo" = synthetic tasks
-  config.eval.probe = ml_collections.ConfigDict(probe.OPERA_PROTOCOL)
-  config.eval.feature_batch_size = 32
-  config.eval.baselines = ("logmel",)  # also "egemaps", "compare" (openSMILE functionals)
-  config.eval.data_root = ""           # prepared records per task family; "" = data.records_dir
-  config.eval.tsne_points = 600        # recordings per t-SNE map in report.html (0 = none)
+  # Evaluators run after training on the exported encoders, by name: {name: evaluators.default_config(
+  # type, ...)}; see acula_jax/evaluators/__init__.py. One with no tasks does not run.
+  config.evals = ml_collections.ConfigDict()
   return config
 
 

@@ -14,6 +14,7 @@ stages; 16 x 16 patches of 128-bin fbanks, 192 frames = 1.9 s crops; tiny: 8 x 8
 """
 import ml_collections
 
+from acula_jax import evaluators
 from configs import acula
 
 DEMO_ENCODERS = ("opera_gt", "audiomae")
@@ -48,14 +49,17 @@ def get_config(arg=None):
   config.log_every_steps = 10
   config.checkpoint_every_steps = 50
 
-  config.eval.tasks = "demo"
-  config.eval.probe.learning_rate = 1e-3
+  config.evals.probe = evaluators.default_config("linear_probe", tasks="demo")
+  config.evals.probe.probe.learning_rate = 1e-3
+  if not args.tiny:  # (the tests' teacher embeddings are random: no teacher to embed sentences with)
+    config.evals.zeroshot = evaluators.default_config("zeroshot", tasks="demo")
+    config.evals.retrieval = evaluators.default_config("retrieval", tasks="demo")
 
   if args.stage == "pretrain":
     config.loss.align_weight = 0.0
     config.data.teacher_dir = ""
     config.num_epochs = 10
-    config.eval.tasks = ""  # the align stage probes this encoder as its "before"
+    config.evals = ml_collections.ConfigDict()  # the align stage probes this encoder as its "before"
   elif args.stage != "align":
     raise ValueError(f"stage must be pretrain or align, got {args.stage!r}")
 
@@ -82,5 +86,5 @@ def _make_tiny(config: ml_collections.ConfigDict):
   config.optim.warmup_steps = 2
   config.log_every_steps = 2
   config.checkpoint_every_steps = 3
-  config.eval.probe.epochs = 8
-  config.eval.probe.seeds = 2
+  if "probe" in config.evals:
+    config.evals.probe.probe.update(epochs=8, seeds=2)

@@ -35,5 +35,6 @@ def get_config(arg=None):
   config = demo.get_config(variant)
   config.data.records_dir = f"{ROOT}/data/records"
   config.data.teacher_dir = "" if args.stage == "pretrain" else f"{ROOT}/data/teacher"
-  config.eval.tasks = "physionet_ldo_e"  # the records hold database e as the test split
+  for entry in config.evals.values():
+    entry.tasks = "physionet_ldo_e"  # the records hold database e as the test split
   return config

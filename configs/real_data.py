@@ -19,6 +19,8 @@ Variants (after the colon):
 Sizes are the demo's CPU-sized OPERA-GT shape (ViT width 64, depth 3, 4x4 patches, 2 s crops), so the
 whole experiment fits a 2-core CPU; larger runs change model/clip_frames/num_train_steps by flag.
 """
+import ml_collections
+
 from configs import acula
 from configs import demo
 
@@ -32,7 +34,7 @@ def get_config(arg=None):
                          tiny=False)
   config = demo.get_config(f"stage={args.stage},loss={args.loss}" + (",tiny" if args.tiny else ""))
   config.data.records_dir = ""
-  config.eval.tasks = ""  # benchmarks/real_data.py probes every encoder in one table afterwards
+  config.evals = ml_collections.ConfigDict()  # benchmarks/real_data.py probes every encoder in one table afterwards
   if args.stage == "pretrain":
     config.num_train_steps = config.num_train_steps if args.tiny else PRETRAIN_STEPS
     config.optim.warmup_steps = config.optim.warmup_steps if args.tiny else 100

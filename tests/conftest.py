@@ -47,11 +47,12 @@ def corpus_fixture(tiny_corpus):
 def tiny_corpus(tmp_path_factory):
   """80 synthetic 2 s clips as records, and random teacher embeddings for their training split."""
   from acula_jax.data import records, synthetic  # pylint: disable=g-import-not-at-top
+  import teacher_table  # pylint: disable=g-import-not-at-top
   root = tmp_path_factory.mktemp("corpus")
   examples = [synthetic.generate_example(i, seed=0, duration_s=2.0) for i in range(80)]
   records.write_audio_records(root / "records", examples, dataset="synthetic")
   rng = np.random.default_rng(0)
   train_ids = [e["id"] for e in examples if e["split"] == "train"]
   rows = [(i, rng.normal(size=TINY_TEXT_DIM).astype(np.float32), f"report {i}") for i in train_ids]
-  records.write_teacher_shards(root / "teacher", rows, num_shards=2, metadata={"model": "random"})
+  teacher_table.write_teacher_shards(root / "teacher", rows, num_shards=2, metadata={"model": "random"})
   return root

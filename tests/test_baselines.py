@@ -12,8 +12,9 @@ from acula_jax.data import synthetic
 
 import opensmile
 
-AUDIO = {"sample_rate": 16000, "n_fft": 1024, "hop": 512, "n_mels": 64, "fmin": 50.0, "fmax": 8000.0,
-         "top_db": 80.0}
+MEL = {"sample_rate": 16000, "n_fft": 1024, "hop": 512, "n_mels": 64, "fmin": 50.0, "fmax": 8000.0,
+       "top_db": 80.0}
+AUDIO = dict(MEL, frontend="log_mel")
 
 
 def _wave(seconds=1.5, seed=0):
@@ -42,7 +43,7 @@ def test_logmel_statistics_and_duration():
   wave = _wave(2.6)
   got = features_lib.featurize_waves([wave], featurizer)[0]
   chunks = features_lib.chunk(wave, window)
-  spec = np.asarray(frontends.log_mel(np.stack(chunks), **AUDIO))
+  spec = np.asarray(frontends.log_mel(np.stack(chunks), **MEL))
   expected = np.concatenate([spec.mean(1), spec.std(1)], axis=1).mean(0)
   assert len(chunks) == 3 and got.shape == (2 * 64 + 1,)
   np.testing.assert_allclose(got[:-1], expected, rtol=1e-5, atol=1e-6)

@@ -7,6 +7,7 @@ import pytest
 
 from acula_jax.data import records
 from acula_jax.data import synthetic
+import teacher_table
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -20,8 +21,8 @@ def _real_data_module():
 
 def _teacher(path, ids):
   rng = np.random.default_rng(0)
-  records.write_teacher_shards(path, [(i, rng.normal(size=8).astype(np.float32), "r") for i in ids],
-                               num_shards=1, metadata={"model": "random"})
+  teacher_table.write_teacher_shards(path, [(i, rng.normal(size=8).astype(np.float32), "r") for i in ids],
+                                     num_shards=1, metadata={"model": "random"})
 
 
 def test_leak_check(tiny_corpus, tmp_path):

@@ -40,7 +40,7 @@ def test_audiomae_config_reads_its_fbank():
   assert (config.audio.target_frames, config.audio.num_mel_bins) == (1024, 128)
   assert (config.audio.mean, config.audio.std) == (-4.2677393, 4.5689974)
   assert config.data.clip_frames == 1024 and input_pipeline.clip_samples(config) == 164080
-  assert "frontend" not in acula.get_config("encoder=opera_ct").audio  # OPERA's log-mel
+  assert acula.get_config("encoder=opera_ct").audio.frontend == "log_mel"  # OPERA's
 
 
 @pytest.mark.parametrize("name", ["opera_gt", "opera_ce", "opera_ct", "audiomae"])

@@ -212,10 +212,10 @@ def test_gt_export_loads_with_checkpointing(tmp_path):
   # The blocks are stored stacked, as the model holds them.
   kernel = nnx.state(ours, nnx.Param).to_pure_dict()["blocks"]["stacked"]["attn"]["qkv"]["kernel"]
   assert kernel.shape[0] == ref.GT_TINY["depth"]
-  # An export of the earlier, per-block format is refused in one line saying what to do.
+  # An export of an earlier format is refused in one line saying what to do.
   old_format = (tmp_path / "out" / "manifest.json")
-  old_format.write_text(manifest.replace(checkpointing.EXPORT_FORMAT, "acula_jax.encoder/1"))
-  with pytest.raises(errors.DataError, match="export format 'acula_jax.encoder/1'.*acula_jax.tools.convert"):
+  old_format.write_text(manifest.replace(checkpointing.EXPORT_FORMAT, "acula_jax.encoder/2"))
+  with pytest.raises(errors.DataError, match="export format 'acula_jax.encoder/2'.*acula_jax.tools.convert"):
     checkpointing.load_encoder(tmp_path / "out")
 
 

@@ -30,7 +30,7 @@ def main_command(corpus, workdir, *extra, variant="tiny"):
   return [sys.executable, "-m", "acula_jax.main", f"--config=configs/demo.py:{variant}",
           f"--workdir={workdir}", f"--config.data.records_dir={corpus / 'records'}",
           f"--config.data.teacher_dir={corpus / 'teacher'}", f"--config.num_train_steps={STEPS}",
-          "--config.log_every_steps=1", "--config.eval.tasks=", *extra]
+          "--config.log_every_steps=1", *([] if "pretrain" in variant else ["--config.evals.probe.tasks="]), *extra]
 
 
 def run_env(devices=1):

@@ -17,14 +17,19 @@ from sklearn import model_selection
 from sklearn import preprocessing
 
 from acula_jax import checkpointing
-from acula_jax.evaluators import main as eval_main
+from acula_jax import errors
+from acula_jax import evaluators
+from acula_jax import input_pipeline
 from acula_jax.evaluators import features as features_lib
 from acula_jax.evaluators import linear_probe
-from acula_jax.evaluators import report
+from acula_jax.evaluators import main as eval_main
 from acula_jax.evaluators import probe
+from acula_jax.evaluators import report
+from acula_jax.evaluators import retrieval
 from acula_jax.evaluators import tasks
 from acula_jax.evaluators import zeroshot
 from acula_jax.models import acula
+from acula_jax.models import heads as heads_lib
 from configs import demo
 
 PROBE = {"learning_rate": 1e-2, "decay": 0.97, "l2": 1e-5, "epochs": 6, "batch_size": 64}
@@ -129,12 +134,16 @@ def test_regression_on_an_official_split_reports_every_seed():
 # End to end on the tiny corpus.
 # ----------------------------------------------------------------------------------------------------
 
-def _config(corpus, tasks_spec="heart_murmur"):
-  config = demo.get_config("tiny")
-  config.data.records_dir = str(corpus / "records")
-  config.eval.tasks = tasks_spec
-  config.eval.tsne_points = 40
-  return config
+def _context(corpus, out_dir, config=None):
+  config = config or demo.get_config("tiny")
+  return evaluators.Context(audio_config=config.audio.to_dict(), out_dir=out_dir,
+                            default_window=input_pipeline.clip_samples(config),
+                            fallback_records=str(corpus / "records"))
+
+
+def _export(encoder, workdir, write_more=None) -> str:
+  checkpointing.export_encoder(workdir, encoder, demo.get_config("tiny").model, write_more=write_more)
+  return str(workdir / "export")
 
 
 @pytest.fixture(name="encoder", scope="module")
@@ -172,13 +181,17 @@ def _check_html(text):
   return svgs
 
 
-def test_evaluate_encoders_writes_results_and_reuses_cached_features(tiny_corpus, encoder, tmp_path, monkeypatch):
-  config = _config(tiny_corpus)
-  results = linear_probe.evaluate_encoders(config, tmp_path / "eval", {"before": encoder})
+def test_linear_probe_writes_results_and_reuses_cached_features(tiny_corpus, encoder, tmp_path, monkeypatch):
+  config = demo.get_config("tiny")
+  entry = config.evals.probe
+  entry.update(tasks="heart_murmur", tsne_points=40)
+  evaluator = evaluators.get_evaluator(entry.type)(entry, _context(tiny_corpus, tmp_path / "eval", config))
+  encoders = [("before", _export(encoder, tmp_path / "w"))]
+  results = evaluator.run(encoders)
   saved = json.loads((tmp_path / "eval" / "results.json").read_text())
   assert saved["encoders"] == [linear_probe.BASELINE, "before"]
   outcome = saved["tasks"]["heart_murmur"]["before"]
-  assert outcome["metric"] == "auroc" and len(outcome["per_seed"]) == config.eval.probe.seeds
+  assert outcome["metric"] == "auroc" and len(outcome["per_seed"]) == entry.probe.seeds
   assert saved["task_info"]["heart_murmur"]["protocol"] == "official"
   # Two clips per subject in the corpus: both levels by default, with the subject level nested.
   assert outcome["level"] == "recording" and outcome["subject"]["level"] == "subject"
@@ -197,7 +210,7 @@ def test_evaluate_encoders_writes_results_and_reuses_cached_features(tiny_corpus
   def no_extraction(*args, **kwargs):
     raise AssertionError("features were extracted again")
   monkeypatch.setattr(features_lib, "_extract_split", no_extraction)
-  again = linear_probe.evaluate_encoders(config, tmp_path / "eval", {"before": encoder})
+  again = evaluator.run(encoders)
   assert again["tasks"] == results["tasks"]
 
 
@@ -210,12 +223,15 @@ def test_cli_encoders_from_exports(tiny_corpus, encoder, tmp_path):
   (workdir / "config.json").write_text(json.dumps({"init_from": "", "loss": {"alignment": "linear_cka",
                                                                              "align_weight": 1.0},
                                                   "data": {"teacher_dir": "t"}}))
-  assert eval_main.workdir_encoders(workdir) == [("aligned (linear_cka)", str(workdir / "export"))]
-  cfg = types.SimpleNamespace(workdir=str(workdir), encoder=[f"exported={workdir}"], checkpoint="", baselines="",
+  assert evaluators.workdir_encoders(workdir) == [("aligned (linear_cka)", str(workdir / "export"))]
+  cfg = types.SimpleNamespace(evals=["linear_probe"], tasks="heart_murmur", workdir=str(workdir), baselines="",
                               seeds=2, epochs=8, feature_batch_size=8, data_root=str(tmp_path / "root"),
                               tsne_points=0, aggregate="both", subject_score="max", bootstrap=50,
                               protocol="official", probes=["opera"], compare=[])
-  setup = eval_main._cli_setup(cfg)  # pylint: disable=protected-access
+  entry = eval_main.evals_from_flags(cfg)["linear_probe"]
+  assert entry.probe.seeds == 2 and entry.probe.epochs == 8 and entry.baselines == ()
+  context = eval_main.context_from_workdir(workdir, aligned_pair=False)
+  setup = linear_probe.Evaluator(entry, context).setup(eval_main.parse_encoders([f"exported={workdir}"]))
   exported = setup.encoders[0]
   assert exported.frames == 32 and exported._module is None   # pylint: disable=protected-access
   assert exported.digest == features_lib.directory_digest(workdir / "export")
@@ -279,16 +295,16 @@ def _fake_embed(texts):
 
 
 def test_zero_shot_scores_and_recall_are_exact_with_identity_heads():
-  identity = zeroshot.Heads(audio=lambda x: x, text=lambda x: x, log_temperature=np.log(10.0), manifest={})
+  identity = heads_lib.Heads(audio=lambda x: x, text=lambda x: x, log_temperature=np.log(10.0), manifest={})
   classes = np.eye(3)
   audio = np.array([[1, 0.1, 0], [0, 1, 0.2], [0.1, 0, 1], [0.9, 0, 0.3]])
   scores = zeroshot.zero_shot_scores(identity, audio, classes)
   assert scores.argmax(1).tolist() == [0, 1, 2, 0] and np.allclose(scores.sum(1), 1)
   reports = ["a", "b", "c", "a"]   # recordings 0 and 3 share a report text
-  ret = zeroshot.retrieval(identity, audio, audio, reports)
+  ret = retrieval.retrieval(identity, audio, audio, reports)
   assert ret["audio_to_report_recall@1"] == 1.0 and ret["num_recordings"] == 4
   same = np.eye(4, dtype=bool)
-  assert zeroshot.recall_at_k(-np.eye(4), same, ks=(1, 4)) == {"recall@1": 0.0, "recall@4": 1.0}
+  assert retrieval.recall_at_k(-np.eye(4), same, ks=(1, 4)) == {"recall@1": 0.0, "recall@4": 1.0}
 
 
 def test_heads_export_load_and_zero_shot_on_the_tiny_corpus(tiny_corpus, encoder, tmp_path):
@@ -298,25 +314,32 @@ def test_heads_export_load_and_zero_shot_on_the_tiny_corpus(tiny_corpus, encoder
       text_head=acula.heads.ProjectionMLP(24, 16, 8, rngs=nnx.Rngs(2)),
       log_temperature=nnx.Param(jnp.asarray(2.0)), text_dim=24)
   config.heads.hidden_dim, config.heads.out_dim = 16, 8
-  directory = zeroshot.export_heads(tmp_path / "export", model, config, {"model": "fake", "dim": 24, "config": {}})
-  heads = zeroshot.load_heads(tmp_path)   # a workdir holding export/heads
-  assert directory == tmp_path / "export" / "heads" and heads.log_temperature == pytest.approx(2.0)
+  teacher = {"model": "fake", "dim": 24, "config": {}}
+  aligned = _export(encoder, tmp_path / "w", lambda d: checkpointing.export_heads(d, model, config, teacher))
+  heads = checkpointing.load_heads(tmp_path / "w")   # a workdir holding export/heads
+  assert heads.log_temperature == pytest.approx(2.0)
   x = np.random.default_rng(0).normal(size=(3, config.model.width)).astype(np.float32)
   np.testing.assert_allclose(heads.audio(x), model.audio_head(x), rtol=1e-6)
 
-  setup = features_lib.Setup(encoders=[], baselines={}, audio_config=config.audio.to_dict(), probe_config=PROBE,
-                         seeds=2, out_dir=tmp_path / "eval", feature_batch_size=config.eval.feature_batch_size,
-                         default_window=features_lib.input_pipeline.clip_samples(config),
-                         fallback_records=str(tiny_corpus / "records"))
-  task_list = [tasks.get("heart_murmur"), tasks.get("lung_sound")]
-  results = zeroshot.run(task_list, setup, features_lib.from_module("aligned", encoder), heads, _fake_embed)
+  context = _context(tiny_corpus, tmp_path / "eval", config)
+  plain = _export(encoder, tmp_path / "plain")   # no heads: skipped
+  encoders = [("plain", plain), ("aligned", aligned)]
+  task_spec = "heart_murmur,lung_sound"
+  zs = zeroshot.Evaluator(evaluators.default_config("zeroshot", tasks=task_spec), context, _fake_embed).run(encoders)
+  ret = retrieval.Evaluator(evaluators.default_config("retrieval", tasks=task_spec), context, _fake_embed).run(encoders)
+  assert list(zs) == list(ret) == ["aligned"]
   for name in ("heart_murmur", "lung_sound"):
-    r = results["tasks"][name]
+    r = zs["aligned"]["tasks"][name]
     assert 0.0 <= r["auroc"] <= 1.0 and r["num_test"] > 0
     assert set(r["sentences"]) == set(map(str, tasks.get(name).classes))
-    ret = r["retrieval"]
-    assert ret["audio_to_report_recall@1"] <= ret["audio_to_report_recall@5"] <= ret["audio_to_report_recall@10"]
+    t = ret["aligned"]["tasks"][name]
+    assert t["audio_to_report_recall@1"] <= t["audio_to_report_recall@5"] <= t["audio_to_report_recall@10"]
+    assert t["num_recordings"] == r["num_test"]
   assert "zero-shot AUROC" in (tmp_path / "eval" / "zeroshot.md").read_text()
+  assert "R@1 a->r" in (tmp_path / "eval" / "retrieval.md").read_text()
+  with pytest.raises(errors.UsageError, match="projection heads"):
+    zeroshot.Evaluator(evaluators.default_config("zeroshot", tasks=task_spec), context, _fake_embed).run(
+        [("plain", plain)])
   assert zeroshot.class_sentences(tasks.get("heart_murmur")) == [
       "Heart sound recording. No murmur.", "Heart sound recording. A murmur is heard."]
 

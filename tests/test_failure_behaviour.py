@@ -94,11 +94,11 @@ def test_prepare_on_a_full_disk_end_to_end(tmp_path):
   disk = tmp_path / "disk"
   _mount_tmpfs(disk, "3m")
   try:
-    first = _cli("synthetic", f"--output={disk}/records", "--num_examples=6", "--duration_s=1",
+    first = _cli("data.synthetic", f"--output={disk}/records", "--num_examples=6", "--duration_s=1",
                  "--num_shards=2", cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     manifest = (disk / "records" / "manifest.json").read_text()
-    second = _cli("synthetic", f"--output={disk}/records", "--num_examples=200", "--duration_s=1",
+    second = _cli("data.synthetic", f"--output={disk}/records", "--num_examples=200", "--duration_s=1",
                   "--num_shards=2", cwd=tmp_path)
     assert second.returncode != 0
     assert (disk / "records" / "manifest.json").read_text() == manifest
@@ -136,7 +136,7 @@ def test_rerun_with_another_config_end_to_end(corpus, tmp_path):
   """The CLI: one line naming the field, exit 2, config.json untouched."""
   common = [f"--config={REPO}/configs/demo.py:tiny", f"--workdir={tmp_path}/w",
             f"--config.data.records_dir={corpus}/records", f"--config.data.teacher_dir={corpus}/teacher",
-            "--config.eval.tasks=", "--config.num_train_steps=2"]
+            "--config.evals.probe.tasks=", "--config.num_train_steps=2"]
   first = _cli("main", *common, cwd=REPO)  # config files import their siblings from the repository
   assert first.returncode == 0, first.stderr[-3000:]
   saved = (tmp_path / "w" / "config.json").read_text()
@@ -188,7 +188,7 @@ def test_an_overflow_inside_the_update_never_reaches_a_checkpoint(corpus, tmp_pa
 
 def test_preempted_run_exits_143_and_says_it_will_resume(corpus, tmp_path):
   args = [f"--config={REPO}/configs/demo.py:tiny,stage=pretrain", f"--workdir={tmp_path}/w",
-          f"--config.data.records_dir={corpus}/records", "--config.eval.tasks=",
+          f"--config.data.records_dir={corpus}/records",
           "--config.num_train_steps=100000", "--config.log_every_steps=1"]
   env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
   proc = subprocess.Popen([sys.executable, "-m", "acula_jax.main", *args], cwd=REPO, env=env,
@@ -272,9 +272,9 @@ def test_extract_and_evaluate_run_from_another_folder(corpus, tmp_path):
   export = _tiny_export(tmp_path / "enc")
   wav = tmp_path / "clip.wav"
   soundfile.write(wav, 0.1 * np.sin(np.linspace(0, 3000, 32000)).astype(np.float32), 16000)
-  out = _cli("extract", f"--workdir={export}", f"--output={tmp_path}/emb", wav, cwd=tmp_path)
+  out = _cli("tools.extract", f"--workdir={export}", f"--output={tmp_path}/emb", wav, cwd=tmp_path)
   assert out.returncode == 0, out.stderr[-3000:]
-  out = _cli("evaluate", f"--workdir={tmp_path}/ev", f"--encoder=tiny={export}", "--tasks=demo",
+  out = _cli("evaluators.main", f"--workdir={tmp_path}/ev", f"--encoder=tiny={export}", "--tasks=demo",
              f"--data_root={corpus}", "--baselines=", "--seeds=1", "--epochs=1", "--tsne_points=0",
              cwd=tmp_path)
   assert out.returncode == 0, out.stderr[-3000:]
@@ -382,7 +382,7 @@ def test_export_refuses_non_finite_weights_and_keeps_the_previous_export(tmp_pat
 
 def test_cli_errors_are_one_line_with_exit_status_2(tmp_path):
   (tmp_path / "data").mkdir()
-  out = _cli("prepare", "--dataset=table", f"--data_dir={tmp_path}/data", f"--output={tmp_path}/o",
+  out = _cli("data.prepare", "--dataset=table", f"--data_dir={tmp_path}/data", f"--output={tmp_path}/o",
              cwd=tmp_path)
   assert out.returncode == errors.EXIT_USAGE
   lines = [l for l in out.stderr.splitlines() if "error:" in l]

@@ -89,16 +89,17 @@ def test_output_shapes(model):
   assert _features(model, spec).dtype == jnp.float32
 
 
-def test_patchify_order_and_round_trip(model):
+def test_patchify_order(model):
   spec = _spec(batch=2)
   patches = np.asarray(model.patchify(spec))
   assert patches.shape == (2, N_TINY, 16)
   r, c = 5, 11  # patch (time row 5, freq col 11) is number 5 * 16 + 11
   want = spec[1, 4 * r:4 * r + 4, 4 * c:4 * c + 4].ravel()
   np.testing.assert_array_equal(patches[1, r * 16 + c], want)
-  np.testing.assert_array_equal(np.asarray(model.unpatchify(patches)), spec)
-  short = spec[:, :16]
-  np.testing.assert_array_equal(np.asarray(model.unpatchify(model.patchify(short))), short)
+  # Every patch, against a plain numpy reading of the same row-major order.
+  b, t, f = spec.shape
+  reference = spec.reshape(b, t // 4, 4, f // 4, 4).transpose(0, 1, 3, 2, 4).reshape(b, -1, 16)
+  np.testing.assert_array_equal(patches, reference)
 
 
 def test_random_masking_counts(model):
@@ -302,7 +303,7 @@ def test_features_match_pytorch_reference(reference):
 # Heads.
 
 
-def test_projection_mlp_matches_numpy_and_teacher_manifest():
+def test_projection_mlp_matches_numpy():
   head = heads.ProjectionMLP(24, 40, 16, rngs=nnx.Rngs(0))
   x = np.random.default_rng(10).normal(size=(5, 24)).astype(np.float32)
   w1, b1 = np.asarray(head.fc1.kernel[...]), np.asarray(head.fc1.bias[...])
@@ -311,10 +312,8 @@ def test_projection_mlp_matches_numpy_and_teacher_manifest():
   erf = np.vectorize(math.erf)  # exact GELU, as torch.nn.GELU()
   want = (0.5 * h * (1 + erf(h / np.sqrt(2)))) @ w2 + b2
   np.testing.assert_allclose(np.asarray(head(x)), want, atol=1e-5)
-  text = heads.text_projection({"dim": 48, "model": "teacher"}, 32, 16, rngs=nnx.Rngs(1))
-  assert text(jnp.zeros((2, 48))).shape == (2, 16)
-  with pytest.raises(ValueError, match="dim"):
-    heads.text_projection({"model": "teacher"}, rngs=nnx.Rngs(1))
+  with pytest.raises(ValueError, match="width 24"):
+    head(jnp.zeros((2, 48)))
 
 
 def test_full_size_config():

@@ -12,6 +12,7 @@ from tfrecord import writer as tfr_writer
 from acula_jax import fileio
 from acula_jax.data import records
 from acula_jax.errors import CorruptRecordError, DataError
+import teacher_table
 
 
 def _example(i, split="train", n=None, dataset="demo"):
@@ -298,7 +299,7 @@ def _teacher_rows(n, d=6):
 
 def test_teacher_round_trip(tmp_path):
   rows = _teacher_rows(10)
-  manifest = records.write_teacher_shards(tmp_path, rows, 3, metadata={"model": "m"})
+  manifest = teacher_table.write_teacher_shards(tmp_path, rows, 3, metadata={"model": "m"})
   assert [s["count"] for s in manifest["shards"]] == [3, 4, 3]
   assert manifest["dim"] == 6 and manifest["count"] == 10 and manifest["model"] == "m"
   ids, emb, loaded = records.load_teacher_embeddings(tmp_path)
@@ -311,7 +312,7 @@ def test_teacher_round_trip(tmp_path):
 
 
 def test_teacher_sha256_mismatch(tmp_path):
-  manifest = records.write_teacher_shards(tmp_path, _teacher_rows(4), 2)
+  manifest = teacher_table.write_teacher_shards(tmp_path, _teacher_rows(4), 2)
   # A valid TFRecord with other contents: only the sha256 can tell.
   path = tmp_path / manifest["shards"][1]["file"]
   records.write_tfrecord(path, [records.encode_teacher_example("id02", np.ones(6), "x"),
@@ -322,7 +323,7 @@ def test_teacher_sha256_mismatch(tmp_path):
 
 
 def test_teacher_crc_and_missing_shard(tmp_path):
-  manifest = records.write_teacher_shards(tmp_path, _teacher_rows(4), 2)
+  manifest = teacher_table.write_teacher_shards(tmp_path, _teacher_rows(4), 2)
   path = tmp_path / manifest["shards"][0]["file"]
   data = bytearray(path.read_bytes())
   data[20] ^= 0x04
@@ -339,7 +340,7 @@ def test_teacher_crc_and_missing_shard(tmp_path):
 
 def test_teacher_duplicates_and_counts(tmp_path):
   with pytest.raises(DataError, match="duplicate id 'a'"):
-    records.write_teacher_shards(tmp_path, [("a", np.ones(2), ""), ("a", np.ones(2), "")], 1)
+    teacher_table.write_teacher_shards(tmp_path, [("a", np.ones(2), ""), ("a", np.ones(2), "")], 1)
   shards = [records.write_teacher_shard(tmp_path, [("a", np.ones(2), "r")], i, 2) for i in range(2)]
   fileio.write_json_atomic(tmp_path / "manifest.json", {"dim": 2, "count": 2, "shards": shards})
   with pytest.raises(DataError, match="teacher-00001-of-00002.tfrecord: duplicate id 'a'"):

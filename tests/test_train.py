@@ -16,6 +16,7 @@ from acula_jax import sharding
 from acula_jax.data import synthetic
 from acula_jax import train
 from configs import demo
+import teacher_table
 from tiny_training import tiny_config
 
 
@@ -37,7 +38,7 @@ def test_pretrain_align_probe_end_to_end(corpus, tmp_path):
   assert (pre / "config.json").is_file() and (pre / "export" / "manifest.json").is_file()
 
   config = tiny_config(corpus, "tiny", init_from=str(pre))
-  config.eval.tasks = "demo"
+  config.evals.probe.tasks = "demo"
   align = tmp_path / "align"
   results = train.train_and_evaluate(config, align)
   assert np.isfinite(results["align_loss"]) and np.isfinite(results["ssl_loss"])
@@ -46,7 +47,7 @@ def test_pretrain_align_probe_end_to_end(corpus, tmp_path):
   assert saved["encoders"][2] == "aligned (linear_cka)"
   for task in synthetic.DEMO_TASKS:
     for outcome in saved["tasks"][task.name].values():
-      assert 0.0 <= outcome["mean"] <= 1.0 and len(outcome["per_seed"]) == config.eval.probe.seeds
+      assert 0.0 <= outcome["mean"] <= 1.0 and len(outcome["per_seed"]) == config.evals.probe.probe.seeds
   assert "| task |" in (align / "eval" / "results.md").read_text()
 
   # Alignment starts from the pretrained encoder: its initial encoder equals the exported one.
@@ -112,7 +113,7 @@ def test_non_finite_loss_stops_with_a_clear_message(corpus, tmp_path, monkeypatc
 def test_missing_teacher_embeddings_are_found_before_step_0(corpus, tmp_path):
   ids, embeddings, _ = records.load_teacher_embeddings(corpus / "teacher")
   rows = [(i, e, "r") for i, e in zip(ids[2:], embeddings[2:])]
-  records.write_teacher_shards(tmp_path / "teacher", rows, num_shards=1)
+  teacher_table.write_teacher_shards(tmp_path / "teacher", rows, num_shards=1)
   config = tiny_config(corpus, "tiny")
   config.data.teacher_dir = str(tmp_path / "teacher")
   with pytest.raises(errors.DataError, match=rf"2 of {len(ids)} training examples.*{ids[0]}.*{ids[1]}"):
@@ -195,7 +196,7 @@ def test_trains_on_several_record_folders(corpus, tmp_path, monkeypatch):
   ids = [first[i]["id"] for i in range(len(first))] + [e["id"] for e in examples if e["split"] == "train"]
   rng = np.random.default_rng(0)
   rows = [(i, rng.normal(size=24).astype(np.float32), f"report {i}") for i in ids]
-  records.write_teacher_shards(tmp_path / "teacher", rows, num_shards=1, metadata={"model": "random"})
+  teacher_table.write_teacher_shards(tmp_path / "teacher", rows, num_shards=1, metadata={"model": "random"})
   config = tiny_config(corpus, "tiny", num_train_steps=2, log_every_steps=1)
   config.data.records_dir = f"{corpus / 'records'},{tmp_path / 'second'}"
   config.data.teacher_dir = str(tmp_path / "teacher")
@@ -219,7 +220,7 @@ def test_audiomae_trains_on_its_fbank_and_yields_evaluation_features(corpus, tmp
   from configs import acula as acula_config
   config = tiny_config(corpus, "tiny,encoder=audiomae", num_train_steps=4, log_every_steps=2)
   assert config.audio.frontend == "audiomae_fbank" and tuple(config.model.spec_shape) == (64, 32)
-  config.eval.tasks = "demo"
+  config.evals.probe.tasks = "demo"
   metrics = train.train_and_evaluate(config, tmp_path)
   assert np.isfinite(metrics["align_loss"]) and np.isfinite(metrics["ssl_loss"])
   saved = json.loads((tmp_path / "eval" / "results.json").read_text())

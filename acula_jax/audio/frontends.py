@@ -19,7 +19,7 @@ built on it (facebookresearch/AudioMAE, dataset.py `_wav2fbank`/`__getitem__`):
 
 Which front end an encoder takes is its model module's `FRONTEND` (a key of
 `FRONTENDS`). A front-end config is the keyword arguments of its function plus
-`frontend` (absent means "log_mel"); `spectrogram(waves, **config)` dispatches,
+`frontend` (its name); `spectrogram(waves, **config)` dispatches,
 `frontend_for(frontend, config)` picks a front end's settings and
 `window_samples(frames, config)` is the waveform length that gives exactly
 `frames` frames.
@@ -331,16 +331,19 @@ def audiomae_fbank(waves, *, sample_rate=SAMPLE_RATE, num_mel_bins=128, frame_le
 
 FRONTENDS = {"log_mel": log_mel, "audiomae_fbank": audiomae_fbank}
 # OPERA's settings (configs/acula.py's `config.audio`) and AudioMAE's (ViT-B/16: 1024 x 128).
-OPERA_LOG_MEL = dict(sample_rate=SAMPLE_RATE, n_fft=1024, hop=512, n_mels=64, fmin=50.0, fmax=8000.0,
-                     top_db=80.0)
+OPERA_LOG_MEL = dict(frontend="log_mel", sample_rate=SAMPLE_RATE, n_fft=1024, hop=512, n_mels=64, fmin=50.0,
+                     fmax=8000.0, top_db=80.0)
 AUDIOMAE_FBANK = dict(frontend="audiomae_fbank", sample_rate=SAMPLE_RATE, num_mel_bins=128,
                       frame_length_ms=25.0, frame_shift_ms=10.0, window_type="hanning",
                       target_frames=1024, mean=AUDIOSET_MEAN, std=AUDIOSET_STD)
 
 
 def frontend_name(audio_config) -> str:
-  """The front end a config names (`frontend`; absent: "log_mel")."""
-  name = dict(audio_config).get("frontend", "log_mel")
+  """The front end a config names (its `frontend`)."""
+  name = dict(audio_config).get("frontend")
+  if name is None:
+    raise ValueError(f"the audio config {dict(audio_config)} names no front end; add frontend= one of "
+                     f"{', '.join(FRONTENDS)}")
   if name not in FRONTENDS:
     raise ValueError(f"unknown front end {name!r}; available: {', '.join(FRONTENDS)}")
   return name
@@ -349,7 +352,7 @@ def frontend_name(audio_config) -> str:
 def spectrogram(waves, **audio_config):
   """[..., n] waves -> [..., frames, bins] with the front end that `audio_config` names."""
   name = frontend_name(audio_config)
-  audio_config.pop("frontend", None)
+  del audio_config["frontend"]
   return FRONTENDS[name](waves, **audio_config)
 
 

@@ -34,12 +34,16 @@ import os
 import re
 import sys
 
+from absl import app
+from absl import flags
 import numpy as np
+import tqdm
 
 from acula_jax import audio
+from acula_jax import errors
 from acula_jax.audio import io as audio_io
 from acula_jax.data import datasets
-from acula_jax import errors
+from acula_jax.data import records
 from acula_jax.data.datasets import common
 from acula_jax.errors import DataError
 
@@ -310,7 +314,6 @@ def write_examples(specs, output, *, dataset: str, data_dir, skipped=(), num_sha
   """
   # Imported here, not at the top: spawned decoding workers import this module, and the record stack
   # (grain, array_record) would add seconds to each worker's start.
-  from acula_jax.data import records  # pylint: disable=g-import-not-at-top
   check_unique_ids(specs, dataset)
   data_dir = os.fspath(data_dir)
   skipped = [skipped_entry(s) for s in skipped]
@@ -319,7 +322,6 @@ def write_examples(specs, output, *, dataset: str, data_dir, skipped=(), num_sha
   warnings = []
   bar = None
   if progress:
-    import tqdm  # pylint: disable=g-import-not-at-top
     bar = tqdm.tqdm(total=len(specs), desc=f"prepare {dataset}", unit="rec")
 
   def examples():
@@ -387,7 +389,6 @@ def prepare(dataset: str, data_dir, output, *, options=None, num_shards=4, seed=
 
 
 def _existing_manifest(output):
-  from acula_jax.data import records  # pylint: disable=g-import-not-at-top  (see write_examples)
   if not os.path.isfile(os.path.join(os.fspath(output), records.MANIFEST)):
     return None
   try:
@@ -485,7 +486,6 @@ def summary(manifest: dict, output) -> str:
 
 def _define_flags():
   """CLI flags, defined only when run as a script so that importing this module defines none."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string("dataset", None, f"Adapter name: {', '.join(sorted(datasets.ADAPTERS))}.")
   flags.DEFINE_string("data_dir", None, "The dataset's root folder, laid out as published.")
   flags.DEFINE_string("output", None, "Output directory for the ArrayRecord shards + manifest.json.")
@@ -500,9 +500,7 @@ def _define_flags():
   flags.mark_flags_as_required(["dataset", "data_dir", "output"])
 
 
-def _main(argv):
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
+def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cfg = flags.FLAGS
@@ -517,12 +515,5 @@ def _main(argv):
   sys.stdout.flush()
 
 
-def main():
-  """Console entry point: defines the flags, then runs."""
-  from absl import app  # pylint: disable=g-import-not-at-top
-  _define_flags()
-  app.run(errors.one_line_errors(_main))
-
-
 if __name__ == "__main__":
-  main()
+  errors.run_program(main, _define_flags)

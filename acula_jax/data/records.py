@@ -11,24 +11,23 @@ example.proto, so TensorFlow can read them too):
 Every failure that concerns a file or an example raises a `DataError` subclass naming it.
 """
 
+from collections.abc import Iterable, Iterator, Sequence
 import datetime
 import glob
 import hashlib
+import importlib.util
 import json
 import os
 import re
 import shutil
 import struct
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
-
-import importlib.util
 import sys
+import tempfile
 
-import crc32c
-import numpy as np
 from array_record.python import array_record_module
+import crc32c
 import grain
+import numpy as np
 
 from acula_jax import fileio
 from acula_jax.errors import CorruptRecordError, DataError
@@ -694,26 +693,6 @@ def write_teacher_shard(out_dir, rows: Sequence[tuple], index: int, num_shards: 
   path = os.path.join(os.fspath(out_dir), name)
   count = write_tfrecord(path, (encode_teacher_example(i, e, r) for i, e, r in rows))
   return {"file": name, "count": count, "sha256": fileio.sha256_file(path)}
-
-
-def write_teacher_shards(out_dir, rows: Sequence[tuple], num_shards: int, *,
-                         metadata: dict | None = None) -> dict:
-  """Writes (id, embedding, report) rows, sorted by id, as contiguous shards plus manifest.json.
-
-  The manifest holds `metadata` plus dim, count and shards [{file, count, sha256}]; returns it.
-  """
-  rows = sorted(rows, key=lambda row: row[0])
-  if not rows:
-    raise DataError(out_dir, "no teacher rows to write")
-  _check_unique([row[0] for row in rows], out_dir)
-  out_dir = os.fspath(out_dir)
-  os.makedirs(out_dir, exist_ok=True)
-  bounds = shard_bounds(len(rows), num_shards)
-  shards = [write_teacher_shard(out_dir, rows[a:b], i, len(bounds)) for i, (a, b) in enumerate(bounds)]
-  manifest = {**(metadata or {}), "dim": int(np.asarray(rows[0][1]).shape[0]), "count": len(rows),
-              "shards": shards}
-  fileio.write_json_atomic(os.path.join(out_dir, MANIFEST), manifest)
-  return manifest
 
 
 def _check_unique(ids: Sequence[str], where) -> None:

@@ -73,8 +73,10 @@ from absl import app
 from absl import flags
 import numpy as np
 from scipy import signal
+import tqdm
 
 from acula_jax import errors
+from acula_jax.data import records
 
 SAMPLE_RATE = 16000
 DATASET = "synthetic"
@@ -680,8 +682,6 @@ def _define_flags():
 
 def main(argv):
   del argv
-  import tqdm  # Only the CLI needs these.
-  from acula_jax.data import records
   cfg = flags.FLAGS
   if cfg.num_examples < 1:
     raise app.UsageError("--num_examples must be >= 1")
@@ -692,5 +692,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  _define_flags()
-  app.run(errors.one_line_errors(main))
+  errors.run_program(main, _define_flags)

@@ -54,6 +54,8 @@ except ImportError as _error:  # pragma: no cover - depends on the environment
       "pip install 'acula_jax[tfds]' (TensorFlow itself is not needed)") from _error
 
 from absl import logging
+from absl import flags
+from absl import app
 
 from acula_jax import fileio
 from acula_jax import audio
@@ -423,7 +425,6 @@ def build(dataset: str, manual_dir, data_dir, *, options=None, chunk_seconds=0.0
 
 
 def _define_flags():
-  from absl import flags  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string("dataset", None, f"Adapter name: {', '.join(sorted(datasets.ADAPTERS))}.")
   flags.DEFINE_string("manual_dir", None, "The dataset's root folder, laid out as published.")
   flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS's, ~/tensorflow_datasets).")
@@ -436,9 +437,7 @@ def _define_flags():
   flags.mark_flags_as_required(["dataset", "manual_dir"])
 
 
-def _main(argv):
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
+def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cfg = flags.FLAGS
@@ -457,11 +456,5 @@ def _main(argv):
   sys.stdout.flush()
 
 
-def main():
-  from absl import app  # pylint: disable=g-import-not-at-top
-  _define_flags()
-  app.run(errors.one_line_errors(_main))
-
-
 if __name__ == "__main__":
-  main()
+  errors.run_program(main, _define_flags)

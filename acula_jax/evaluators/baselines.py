@@ -56,7 +56,7 @@ def logmel_stats_fn(audio_config) -> Callable:
   """Jitted [B, n] -> [B, 2 * n_mels]: mean and std over frames of each log-mel band."""
   @jax.jit
   def featurize(waves):
-    spec = frontends.log_mel(waves, **audio_config)
+    spec = frontends.spectrogram(waves, **audio_config)
     return jnp.concatenate([spec.mean(axis=-2), spec.std(axis=-2)], axis=-1)
   return featurize
 

@@ -20,23 +20,22 @@ import os
 import pathlib
 from typing import Callable
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from tqdm import tqdm
 
-from acula_jax import fileio
 from acula_jax import audio
 from acula_jax import checkpointing
 from acula_jax import errors
+from acula_jax import fileio
 from acula_jax import input_pipeline
 from acula_jax import models
-from acula_jax.audio import io as audio_io
 from acula_jax.audio import frontends
+from acula_jax.audio import io as audio_io
 from acula_jax.data import records
 from acula_jax.evaluators import baselines
-from acula_jax.evaluators import scoring
 
 
 SPLITS = ("train", "valid", "test")
@@ -133,13 +132,6 @@ def featurize_waves(waves, featurizer: baselines.Featurizer, *, desc: str = "fea
   for n, wave in enumerate(tqdm(waves, desc=desc, unit="rec", leave=False), start=1):
     acc.add(n - 1, wave)
   return acc.result(n) if n else np.zeros((0, 0), np.float32)
-
-
-def chunked_features(waves: list, featurize: Callable, *, window: int, batch_size: int,
-                     desc: str = "features") -> np.ndarray:
-  """Averages `featurize` ([B, window] -> [B, d]) over each recording's chunks; fixed batch shapes."""
-  featurizer = baselines.Featurizer("fn", "fn", "chunks", featurize, window=window, batch_size=batch_size)
-  return featurize_waves(waves, featurizer, desc=desc)
 
 
 def _sha(obj) -> str:
@@ -366,38 +358,36 @@ def records_index(records_dir, cache_dir=None) -> list:
 
 @dataclasses.dataclass
 class Setup:
-  """What an evaluation needs besides the tasks: featurizers, probe settings and where things go."""
+  """What the linear probe needs besides the tasks (`linear_probe.Evaluator` builds it from its config)."""
   encoders: list                   # [Encoder]
   baselines: dict                  # display name -> Featurizer (task independent)
-  audio_config: dict
-  probe_config: dict
+  context: object                  # evaluators.Context: front end, out_dir, default window, fallback records
+  data_root: str
+  feature_batch_size: int
+  probe_config: dict               # probe.OPERA_PROTOCOL's keys but seeds
   seeds: int
-  out_dir: pathlib.Path
-  feature_batch_size: int = 32
-  default_window: int | None = None  # chunk length for encoders without fixed frames (train path)
-  data_root: str = ""
-  fallback_records: str = ""       # records of tasks that name none (train path: config.data.records_dir)
-  tsne_points: int = 600
-  aggregate: str = "auto"          # scoring.AGGREGATES
-  subject_score: str = "mean"      # scoring.SUBJECT_SCORES
-  bootstrap: int = scoring.BOOTSTRAP_SAMPLES
-  comparison: str = ""             # "alignment" when the encoders are a run's starting point and result
-  protocol: str = "official"       # official | cv:K | repeated_cv:K:R (tasks.effective_protocol)
-  probes: tuple = ("opera",)       # PROBES
-  compare: tuple = ()              # ((A, B), ...): paired differences A - B
+  tsne_points: int
+  aggregate: str                   # scoring.AGGREGATES
+  subject_score: str               # scoring.SUBJECT_SCORES
+  bootstrap: int
+  protocol: str                    # official | cv:K | repeated_cv:K:R (tasks.effective_protocol)
+  probes: tuple                    # linear_probe.PROBES
+  compare: tuple                   # ((A, B), ...): paired differences A - B
 
 
 def _no_root(task) -> str:
   return f"no --data_root given (the task reads <data_root>/{task.records})"
 
 
-def task_records_dir(task, setup: Setup) -> str:
+def task_records_dir(task, data_root: str, fallback_records: str = "") -> str:
+  """Where `task` reads its records: its own folder, else <data_root>/<its records name>, else the
+  run's records (`fallback_records`, the demo tasks)."""
   if task.records_dir:
     return task.records_dir
-  if setup.data_root:
-    return os.path.join(setup.data_root, task.records)
-  if setup.fallback_records:
-    return setup.fallback_records
+  if data_root:
+    return os.path.join(data_root, task.records)
+  if fallback_records:
+    return fallback_records
   raise ValueError(f"task {task.name}: {_no_root(task)}")
 
 
@@ -405,15 +395,20 @@ def featurizers_for(task, setup: Setup) -> dict:
   """display name -> Featurizer for one task: the baselines, then the encoders."""
   out = dict(setup.baselines)
   for encoder in setup.encoders:
-    window = encoder_window(encoder, task, setup.audio_config, setup.default_window)
-    out[encoder.name] = encoder_featurizer(encoder, setup.audio_config, window,
-                                           batch_size=setup.feature_batch_size)
+    out[encoder.name] = featurizer_for(encoder, task, setup.context, setup.feature_batch_size)
   return out
 
 
-def missing_records(task, setup) -> str:
+def featurizer_for(encoder: Encoder, task, context, batch_size: int) -> baselines.Featurizer:
+  """`encoder`'s featurizer on `task`: its front end and chunk length under the run's `context`."""
+  window = encoder_window(encoder, task, context.audio_config, context.default_window)
+  return encoder_featurizer(encoder, context.audio_config, window, batch_size=batch_size)
+
+
+def missing_records(task, data_root: str, fallback_records: str = "") -> str:
+  """Why `task` cannot run ("" when its records are there)."""
   try:
-    directory = task_records_dir(task, setup)
+    directory = task_records_dir(task, data_root, fallback_records)
   except ValueError:
     return _no_root(task)
   if os.path.isfile(os.path.join(directory, records.MANIFEST)):

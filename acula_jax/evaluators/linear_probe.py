@@ -1,43 +1,47 @@
 """The linear-probe evaluator: every featurizer on every task, OPERA's protocol with intervals.
 
-2. Folds (--protocol): each task's own protocol (`official`, OPERA's), or subject-grouped,
+Features come from `features` (chunked, cached). Then:
+1. Folds (--protocol): each task's own protocol (`official`, OPERA's), or subject-grouped,
 label-stratified K-fold CV repeated R times (`cv:K`, `repeated_cv:K:R`) for tasks whose own protocol
-is a single split. Heads (--probes): `opera`, OPERA's linear probe (`acula_jax.probe`: Adam 1e-4
+is a single split. Heads (--probes): `opera`, OPERA's linear probe (`probe`: Adam 1e-4
 decayed x0.97 per epoch, L2 1e-5, 64 epochs, clip 1.0, best validation AUROC) on standardised
 features, every fold and seed in one program; `logreg`, L2 logistic regression with C chosen by
 inner subject-grouped 3-fold CV on each fold's training rows. Regression: leave-one-subject-out with
 OPERA's head (MLP, or least squares for MMLung), MAE and MAPE, mean ± std over folds.
-3. Scores (`acula_jax.scoring`), at the levels of --aggregate: per recording, and per subject (each
+2. Scores (`acula_jax.scoring`), at the levels of --aggregate: per recording, and per subject (each
 subject's recordings as one: the mean, or with --subject_score=max the max, of their probabilities).
 The default `auto` scores both where a subject has several recordings in a task; a task whose
 subjects' recordings disagree on the label keeps the recording level only, with a note. Each number
 carries a 95% interval from --bootstrap resamples of the test subjects.
-4. Paired comparisons (--compare=A:B): A - B per task on the same folds and subjects, with a paired
+3. Paired comparisons (--compare=A:B): A - B per task on the same folds and subjects, with a paired
 subject-bootstrap interval and p-value, and the mean over tasks (`scoring.paired`).
-5. Output in W/eval/: results.json (every number, per seed and fold, both levels, comparisons, and each
+4. Output in W/eval/: results.json (every number, per seed and fold, both levels, comparisons, and each
 task's recordings, subjects and class counts per side), results.md (the tables, best per task and
 level in bold, comparisons starred where the interval excludes 0) and report.html (the tables, ROC
 curves, predicted-vs-true plots, intervals, forest plots of the comparisons, t-SNE maps).
 
-`evaluate_encoders(config, out_dir, encoders)` is the same evaluation for `train.train_and_evaluate`.
+Settings (`default_config`): `tasks` (names, groups or table:DIR:LABEL specs), `data_root` (one
+prepared records folder per task family), `baselines`, `probe` (OPERA's protocol, with `seeds`),
+`probes`, `protocol`, `aggregate`, `subject_score`, `bootstrap`, `compare`, `tsne_points`,
+`feature_batch_size`.
 """
 import json
-import pathlib
 
-import jax.numpy as jnp
-import numpy as np
 from absl import logging
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
 from tqdm import tqdm
 
-from acula_jax import fileio
 from acula_jax import errors
-from acula_jax import input_pipeline
+from acula_jax import fileio
+from acula_jax.audio import frontends
 from acula_jax.evaluators import baselines
+from acula_jax.evaluators import features as features_lib
 from acula_jax.evaluators import probe
+from acula_jax.evaluators import report
 from acula_jax.evaluators import scoring
 from acula_jax.evaluators import tasks as tasks_lib
-from acula_jax.evaluators import features as features_lib
-from acula_jax.evaluators import report
 
 
 BASELINE = baselines.NAMES["logmel"]
@@ -255,7 +259,8 @@ def check_setup(setup: features_lib.Setup, names: list):
 
 def run(task_list: list, setup: features_lib.Setup) -> dict:
   """Evaluates every featurizer on every task; writes results.json, results.md and report.html."""
-  setup.out_dir.mkdir(parents=True, exist_ok=True)
+  out_dir = setup.context.out_dir
+  out_dir.mkdir(parents=True, exist_ok=True)
   featurizer_names = list(setup.baselines) + [e.name for e in setup.encoders]
   check_setup(setup, featurizer_names)
   names = [report.column_name(n, p, setup.probes) for n in featurizer_names for p in setup.probes]
@@ -263,11 +268,11 @@ def run(task_list: list, setup: features_lib.Setup) -> dict:
              "probe": {**setup.probe_config, "seeds": setup.seeds}, "probes": list(setup.probes),
              "protocol": setup.protocol, "features": {},
              "scoring": {"aggregate": setup.aggregate, "subject_score": setup.subject_score,
-                         "bootstrap": setup.bootstrap, "comparison": setup.comparison}}
+                         "bootstrap": setup.bootstrap, "comparison": setup.context.comparison}}
   details, maps = {}, []
   usable = []
   for task in task_list:
-    reason = features_lib.missing_records(task, setup)
+    reason = features_lib.missing_records(task, setup.data_root, setup.context.fallback_records)
     if reason:
       if setup.data_root or task.records_dir:
         logging.warning("skipping task %s: %s", task.name, reason)
@@ -279,8 +284,8 @@ def run(task_list: list, setup: features_lib.Setup) -> dict:
     raise errors.UsageError(f"no task has prepared records (check --data_root): {results['skipped_tasks']}")
   stores = {}
   for task in tqdm(usable, desc="tasks", unit="task"):
-    directory = features_lib.task_records_dir(task, setup)
-    store = stores.setdefault(directory, features_lib.RecordsStore(directory, setup.out_dir / "features"))
+    directory = features_lib.task_records_dir(task, setup.data_root, setup.context.fallback_records)
+    store = stores.setdefault(directory, features_lib.RecordsStore(directory, out_dir / "features"))
     featurizers = features_lib.featurizers_for(task, setup)
     index, features = store.load(list(featurizers.values()))
     levels, note = task_levels(task, index, setup.aggregate)
@@ -308,41 +313,68 @@ def run(task_list: list, setup: features_lib.Setup) -> dict:
   if setup.compare:
     results["comparisons"] = compare_tasks(results, details, list(setup.compare), setup.probes,
                                            setup.bootstrap or scoring.BOOTSTRAP_SAMPLES)
-  fileio.write_text_atomic(setup.out_dir / "results.json", json.dumps(results, indent=2, default=float))
+  fileio.write_text_atomic(out_dir / "results.json", json.dumps(results, indent=2, default=float))
   table = report.results_table(results)
-  fileio.write_text_atomic(setup.out_dir / "results.md", table)
-  fileio.write_text_atomic(setup.out_dir / "report.html", report.html_page(results, details, maps))
+  fileio.write_text_atomic(out_dir / "results.md", table)
+  fileio.write_text_atomic(out_dir / "report.html", report.html_page(results, details, maps))
   print(table)
   return results
 
 
-def base_probe_config(probe_config) -> dict:
-  config = probe_config.to_dict() if hasattr(probe_config, "to_dict") else dict(probe_config)
-  seeds = int(config.pop("seeds", 5))
-  return config, seeds
+def default_config():
+  """The linear probe's settings and their defaults (`config.evals.<name>` of type linear_probe)."""
+  return ml_collections.ConfigDict(dict(
+      type="linear_probe",
+      tasks="",                   # task names, groups or table:DIR:LABEL specs (tasks.resolve)
+      data_root="",               # prepared records per task family; "" = the run's records
+      feature_batch_size=32,      # chunks per encoder call
+      baselines=("logmel",),      # also "egemaps", "compare" (openSMILE functionals)
+      probe=dict(probe.OPERA_PROTOCOL),
+      probes=("opera",),          # PROBES, side by side
+      protocol="official",        # official | cv:K | repeated_cv:K:R
+      aggregate="auto",           # scoring.AGGREGATES
+      subject_score="mean",       # scoring.SUBJECT_SCORES
+      bootstrap=scoring.BOOTSTRAP_SAMPLES,  # subject resamples per 95% interval (0: none)
+      compare=(),                 # ("A:B", ...): paired differences A - B
+      tsne_points=600,            # recordings per t-SNE map in report.html (0: none)
+  ))
 
 
-def evaluate_encoders(config, out_dir, encoders: dict, *, comparison: str = "") -> dict:
-  """Probes every encoder (name -> nnx encoder) and the baselines on `config.eval.tasks`.
+def parse_compare(values) -> tuple:
+  """((A, B), ...) from A:B items (names may hold anything but ':')."""
+  pairs = []
+  for value in values:
+    a, sep, b = value.partition(":")
+    if not sep or not a.strip() or not b.strip() or ":" in b:
+      raise errors.UsageError(f"--compare={value}: expected A:B, two encoder or baseline names")
+    pairs.append((a.strip(), b.strip()))
+  return tuple(pairs)
 
-  Called at the end of `train.train_and_evaluate` (comparison="alignment" when the encoders are the
-  run's starting point and its aligned result); tasks that name no records folder read
-  `config.data.records_dir` (the demo tasks), others `config.eval.data_root`/<task records>.
-  """
-  out_dir = pathlib.Path(out_dir)
-  window = input_pipeline.clip_samples(config)
-  audio_config = config.audio.to_dict()
-  batch_size = config.eval.feature_batch_size
-  baseline_names = list(config.eval.get("baselines", ("logmel",)))
-  probe_config, seeds = base_probe_config(config.eval.probe)
-  family = config.model.name
-  setup = features_lib.Setup(encoders=[features_lib.from_module(name, module, family=family) for name, module in encoders.items()],
-                baselines=baselines.build(baseline_names, audio_config, window, batch_size=batch_size),
-                audio_config=audio_config, probe_config=probe_config, seeds=seeds, out_dir=out_dir,
-                feature_batch_size=batch_size, default_window=window,
-                data_root=config.eval.get("data_root", ""), fallback_records=config.data.records_dir,
-                tsne_points=config.eval.get("tsne_points", 600), comparison=comparison,
-                aggregate=config.eval.get("aggregate", features_lib.Setup.aggregate),
-                subject_score=config.eval.get("subject_score", features_lib.Setup.subject_score),
-                bootstrap=config.eval.get("bootstrap", features_lib.Setup.bootstrap))
-  return run(tasks_lib.resolve(config.eval.tasks, cache_dir=out_dir / "features"), setup)
+
+class Evaluator:
+  """Linear probes of the encoders and the baselines on the configured tasks (see the module docstring)."""
+
+  def __init__(self, config, context):
+    self.config, self.context = config, context
+
+  def setup(self, encoders: list) -> features_lib.Setup:
+    config, context = self.config, self.context
+    probe_config = dict(config.probe)
+    seeds = int(probe_config.pop("seeds"))
+    baseline_window = context.default_window or frontends.num_samples_for_frames(
+        256, context.audio_config.get("hop", 512))  # OPERA-GT's 256 frames: the window of the CLI
+    return features_lib.Setup(
+        encoders=[features_lib.from_export(name, path) for name, path in encoders],
+        baselines=baselines.build(list(config.baselines), context.audio_config, baseline_window,
+                                  batch_size=config.feature_batch_size),
+        context=context, data_root=config.data_root, feature_batch_size=config.feature_batch_size,
+        probe_config=probe_config, seeds=seeds, tsne_points=config.tsne_points, aggregate=config.aggregate,
+        subject_score=config.subject_score, bootstrap=config.bootstrap, protocol=config.protocol,
+        probes=tuple(config.probes), compare=parse_compare(config.compare))
+
+  def run(self, encoders: list) -> dict:
+    """Probes `encoders` ([(name, export dir)]) and the baselines; writes results.{json,md}, report.html."""
+    setup = self.setup(encoders)
+    if not setup.encoders and not setup.baselines:
+      raise errors.UsageError("nothing to evaluate: no encoder and no baseline")
+    return run(tasks_lib.resolve(self.config.tasks, cache_dir=self.context.out_dir / "features"), setup)

@@ -22,7 +22,7 @@ import optax
 
 INIT_STD = 0.01  # OPERA's weights_init: N(0, 0.01) weights, zero biases
 # OPERA's linear-probe protocol: Adam, learning rate decayed x0.97 per epoch, L2 on the weights,
-# 64 epochs, batches of 64, averaged over 5 seeds. configs/acula.py's config.eval.probe starts here.
+# 64 epochs, batches of 64, averaged over 5 seeds. linear_probe.default_config()'s probe starts here.
 OPERA_PROTOCOL = dict(learning_rate=1e-4, decay=0.97, l2=1e-5, epochs=64, batch_size=64, seeds=5)
 # The heads are small programs compiled once per task, feature width and fold shape. Without LLVM's
 # optimisations and XLA's fusion emitters they compile about 6x faster on a 2-core CPU (5.3 s -> 0.8 s

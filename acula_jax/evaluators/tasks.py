@@ -37,11 +37,12 @@ import os
 
 import numpy as np
 
-from acula_jax.data import datasets
 from acula_jax import errors
-from acula_jax.evaluators import features as features_lib
+from acula_jax.data import datasets
 from acula_jax.data import records
+from acula_jax.data import synthetic
 from acula_jax.data.datasets import common
+from acula_jax.evaluators import features as features_lib
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
@@ -246,7 +247,6 @@ def _our_other_tasks() -> list:
 
 
 def _demo_tasks() -> list:
-  from acula_jax.data import synthetic  # pylint: disable=g-import-not-at-top
   return [Task(t.name, "synthetic", t.sound_type, t.label_key, tuple(t.classes), records="records",
                filters=(("sound_type", (t.sound_type,)),), description=f"synthetic demo: {t.label_key}")
           for t in synthetic.DEMO_TASKS]

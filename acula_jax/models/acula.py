@@ -1,10 +1,10 @@
 """The AcuLa model: an audio encoder plus the audio and text projection heads of the alignment loss."""
 import math
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import ml_collections
-from flax import nnx
 
 from acula_jax import models
 from acula_jax.models import heads

@@ -1,7 +1,10 @@
 """Projection heads that map audio and text embeddings into the shared space."""
 
+import dataclasses
+
 from flax import nnx
 import jax.numpy as jnp
+import numpy as np
 
 from acula_jax.models import layers
 
@@ -28,13 +31,29 @@ class ProjectionMLP(nnx.Module):
     return self.fc2(h).astype(jnp.float32)
 
 
-def text_projection(teacher_manifest, hidden_dim=1024, out_dim=512, *, rngs, dtype=jnp.float32):
-  """The text head, sized from the teacher manifest written by precompute.
+@dataclasses.dataclass
+class Heads:
+  """A trained run's two projection heads and temperature, as exported (`checkpointing.load_heads`)."""
+  audio: ProjectionMLP
+  text: ProjectionMLP
+  log_temperature: float
+  manifest: dict
 
-  The teacher width (384 for MiniLM, 2048+ for LLM teachers) is read from
-  `teacher_manifest["dim"]` so that swapping teachers needs no code change.
-  """
-  if "dim" not in teacher_manifest:
-    raise ValueError(f"teacher manifest has no 'dim' entry (keys: {sorted(teacher_manifest)})")
-  in_dim = int(teacher_manifest["dim"])
-  return ProjectionMLP(in_dim, hidden_dim, out_dim, rngs=rngs, dtype=dtype)
+  def project_audio(self, features) -> np.ndarray:
+    return _unit(self.audio(jnp.asarray(features, jnp.float32)))
+
+  def project_text(self, embeddings) -> np.ndarray:
+    return _unit(self.text(jnp.asarray(embeddings, jnp.float32)))
+
+
+def _unit(x) -> np.ndarray:
+  x = np.asarray(x, np.float64)
+  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def build_heads(manifest: dict, *, seed: int = 0) -> Heads:
+  """Freshly initialised heads of an export manifest's sizes (`checkpointing.load_heads` fills them)."""
+  rngs = nnx.Rngs(seed)
+  audio = ProjectionMLP(manifest["audio_dim"], manifest["hidden_dim"], manifest["out_dim"], rngs=rngs)
+  text = ProjectionMLP(manifest["text_dim"], manifest["hidden_dim"], manifest["out_dim"], rngs=rngs)
+  return Heads(audio, text, float(np.log(1 / 0.07)), manifest)

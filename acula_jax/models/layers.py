@@ -6,9 +6,9 @@ platform `jax.nn.gelu` and `nnx.LayerNorm` with autodiff. Both compute the same 
 """
 import functools
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 from acula_jax.models import cpu_kernels
 

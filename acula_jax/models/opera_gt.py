@@ -345,15 +345,6 @@ class MAEViT(nnx.Module):
     x = spec.reshape(b, t // pt, pt, f // pf, pf).transpose(0, 1, 3, 2, 4)
     return x.reshape(b, (t // pt) * (f // pf), pt * pf)
 
-  def unpatchify(self, patches):
-    """Inverse of `patchify`: [B, N, p_t * p_f] -> [B, T, F]."""
-    b, n, _ = patches.shape
-    pt, pf = self.patch_size
-    cols = self.grid_size[1]
-    rows = n // cols
-    x = patches.reshape(b, rows, cols, pt, pf).transpose(0, 1, 3, 2, 4)
-    return x.reshape(b, rows * pt, cols * pf)
-
   def pos_embed(self, rows=None, *, decoder=False):
     """Fixed positions [1 + rows * cols, width] (row 0 is the cls position)."""
     rows = self.grid_size[0] if rows is None else rows

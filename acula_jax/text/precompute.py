@@ -12,6 +12,7 @@ This is the only module that imports torch/transformers; training reads the shar
 `acula_jax.data.records.load_teacher_embeddings`.
 """
 
+from collections.abc import Sequence
 import datetime
 import importlib.metadata
 import inspect
@@ -20,7 +21,6 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Sequence
 
 from absl import app
 from absl import flags
@@ -30,11 +30,12 @@ import torch
 import tqdm
 import transformers
 
-from acula_jax import fileio
 from acula_jax import config_files
 from acula_jax import errors
+from acula_jax import fileio
 from acula_jax.data import records
 from acula_jax.errors import DataError
+from acula_jax.text import reports as reports_lib
 
 POOLINGS = ("mean", "last_token", "cls")
 MODEL_CLASSES = ("auto", "causal_lm")
@@ -207,7 +208,6 @@ def embed_reports(texts: Sequence[str], config, *, teacher: Teacher | None = Non
 
 def load_reports(path) -> list[tuple[str, str]]:
   """Reads (id, report) pairs, sorted by id; DataError naming the file on empty or duplicate ids."""
-  from acula_jax.text import reports as reports_lib  # pylint: disable=g-import-not-at-top
   pairs = reports_lib.read_reports(path)
   if not pairs:
     raise DataError(path, "no reports")
@@ -409,7 +409,7 @@ def _define_flags():
   flags.mark_flags_as_required(["config", "reports", "output"])
 
 
-def _main(argv):
+def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   manifest = run(flags.FLAGS.config, flags.FLAGS.reports, flags.FLAGS.output)
@@ -421,5 +421,4 @@ def _main(argv):
 
 
 if __name__ == "__main__":
-  _define_flags()
-  app.run(errors.one_line_errors(_main))
+  errors.run_program(main, _define_flags)

@@ -6,7 +6,7 @@ listed in `SCHEMA_BY_DATASET`); anything else keeps the generic renderer of `acu
 A template states only the clinical facts it knows by name (murmur, crackles, COVID-19 status,
 spirometry, ...), in several phrasings chosen by `pick` (seeded by `report_for`), and never renders
 bookkeeping: ids, file names, campaigns, splits or fields it does not know. Fields are looked up by
-normalised name (`_norm_key`), so "Systolic murmur timing" and "systolic_murmur_timing" both work.
+normalised name (`norm_key`), so "Systolic murmur timing" and "systolic_murmur_timing" both work.
 
 Schemas and the fields they read:
   heart: age / age_group / age_days, sex, height, weight, pregnancy_status, recording_location,
@@ -39,11 +39,13 @@ _YES = ("yes", "y", "true", "1", "present", "positive", "p")
 _NO = ("no", "n", "false", "0", "absent", "negative")
 
 
-def _norm_key(key) -> str:
+def norm_key(key) -> str:
+  """'Most audible location:' -> 'most_audible_location', so tables with other spellings match."""
   return re.sub(r"[^a-z0-9]+", "_", str(key).lower()).strip("_")
 
 
-def _missing(value) -> bool:
+def missing(value) -> bool:
+  """A metadata value that says nothing: None, NaN, an empty collection, or '', 'nan', 'none', 'n/a'..."""
   if value is None:
     return True
   if isinstance(value, float) and math.isnan(value):
@@ -96,8 +98,8 @@ class _Fields:
     self._d = {}
     for source in (labels or {}, metadata or {}):
       for key, value in source.items():
-        if not _missing(value):
-          self._d[_norm_key(key)] = value
+        if not missing(value):
+          self._d[norm_key(key)] = value
 
   def get(self, *names):
     for name in names:

@@ -22,18 +22,18 @@ import csv
 import json
 import math
 import os
-import re
 import sys
 import zlib
 
-from absl import app
 from absl import flags
 import numpy as np
+import tqdm
 
-from acula_jax import fileio
 from acula_jax import errors
-from acula_jax.text import report_templates
+from acula_jax import fileio
+from acula_jax.data import records
 from acula_jax.errors import DataError
+from acula_jax.text import report_templates
 
 # Never stated, whatever the dataset: bookkeeping and anything that could reveal the split.
 _NEVER = frozenset({"id", "split", "subject", "dataset", "synthesis", "sample_rate", "num_samples",
@@ -73,19 +73,6 @@ _DIAGNOSES = {
 }
 
 
-def _norm_key(key) -> str:
-  """'Most audible location:' -> 'most_audible_location', so tables with other spellings match."""
-  return re.sub(r"[^a-z0-9]+", "_", str(key).lower()).strip("_")
-
-
-def _missing(value) -> bool:
-  if value is None:
-    return True
-  if isinstance(value, float) and math.isnan(value):
-    return True
-  return isinstance(value, str) and value.strip().lower() in ("", "nan", "none", "null", "n/a")
-
-
 def _fmt(value) -> str:
   """A value as report text: lists joined, floats without trailing zeros, bools as yes/no."""
   if isinstance(value, bool):
@@ -93,9 +80,9 @@ def _fmt(value) -> str:
   if isinstance(value, float):
     return f"{value:g}"
   if isinstance(value, (list, tuple)):
-    return ", ".join(_fmt(v) for v in value if not _missing(v))
+    return ", ".join(_fmt(v) for v in value if not report_templates.missing(v))
   if isinstance(value, dict):
-    return ", ".join(f"{_fmt(k)} {_fmt(v)}" for k, v in value.items() if not _missing(v))
+    return ", ".join(f"{_fmt(k)} {_fmt(v)}" for k, v in value.items() if not report_templates.missing(v))
   return str(value).strip().replace("_", " ")
 
 
@@ -126,8 +113,8 @@ class _Facts:
     self._items = {}
     for source in (labels or {}, metadata or {}):  # Metadata wins over a label of the same name.
       for key, value in source.items():
-        norm = _norm_key(key)
-        if _missing(value) or norm in _NEVER or norm.endswith(("_id", "_number")):
+        norm = report_templates.norm_key(key)
+        if report_templates.missing(value) or norm in _NEVER or norm.endswith(("_id", "_number")):
           continue
         self._items[norm] = (key, value)
 
@@ -361,11 +348,11 @@ def _lung_findings(f, pick):
 
 def modality_of(metadata: dict, labels: dict) -> str | None:
   """heart, lung, breath or cough, from a field that names it (or a heart-valve / chest site); None."""
-  fields = {_norm_key(k): v for source in (labels or {}, metadata or {}) for k, v in source.items()
-            if not _missing(v)}
+  fields = {report_templates.norm_key(k): v for source in (labels or {}, metadata or {}) for k, v in source.items()
+            if not report_templates.missing(v)}
   for key in _MODALITY_FIELDS:
-    if key in fields and _norm_key(fields[key]) in _MODALITY_WORDS:
-      return _MODALITY_WORDS[_norm_key(fields[key])]
+    if key in fields and report_templates.norm_key(fields[key]) in _MODALITY_WORDS:
+      return _MODALITY_WORDS[report_templates.norm_key(fields[key])]
   for key in ("location", "recording_location", "auscultation_location"):
     if key in fields and str(fields[key]).strip().lower() in _HEART_SITES:
       return "heart"
@@ -380,8 +367,8 @@ def _impression(f, pick, modality):
     dx = f.take(key)
     if dx is None:
       continue
-    is_normal = _norm_key(dx) in ("normal", "healthy")
-    name = _NORMAL[own_modality] if is_normal else _DIAGNOSES.get(_norm_key(dx), _fmt(dx))
+    is_normal = report_templates.norm_key(dx) in ("normal", "healthy")
+    name = _NORMAL[own_modality] if is_normal else _DIAGNOSES.get(report_templates.norm_key(dx), _fmt(dx))
     if is_normal:
       out.append(pick([f"Impression: {name}.", f"Findings within normal limits ({name}).", f"{_cap(name)}."]))
     else:
@@ -432,12 +419,10 @@ def write_reports(records_dir, output, *, splits=("train",), seed=0, progress=Fa
 
   The file appears atomically (written to a temporary name, then renamed).
   """
-  from acula_jax.data import records  # Imported here so that report_for works without the record stack.
   sources = [records.open_split(records_dir, split) for split in splits]
   total = sum(len(s) for s in sources)
   rows = (source[i] for source in sources for i in range(len(source)))
   if progress:
-    import tqdm
     rows = tqdm.tqdm(rows, total=total, desc="reports", unit="report")
   output = os.fspath(output)
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
@@ -457,7 +442,7 @@ def write_reports(records_dir, output, *, splits=("train",), seed=0, progress=Fa
 
 def _add_row(rows, seen, path, where, example_id, report):
   """Checks one (id, report) row and appends it; DataError naming the file and line/row."""
-  example_id = "" if _missing(example_id) else str(example_id).strip()
+  example_id = "" if report_templates.missing(example_id) else str(example_id).strip()
   if not example_id:
     raise DataError(path, f"{where}: missing or empty id")
   if not isinstance(report, str) or not report.strip():
@@ -552,5 +537,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  _define_flags()
-  app.run(errors.one_line_errors(main))
+  errors.run_program(main, _define_flags)

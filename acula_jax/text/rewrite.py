@@ -17,11 +17,11 @@ import json
 import os
 import sys
 
-from absl import app
 from absl import flags
 from absl import logging
 
 from acula_jax import errors
+from acula_jax.text import reports as reports_lib
 
 DEFAULT_PROMPT = ("Rewrite the following auscultation report as a short, fluent clinical note. Keep every "
                   "finding exactly as stated, add no new findings, and do not mention identifiers.\n"
@@ -132,7 +132,6 @@ def _define_flags():
 
 def main(argv):
   del argv
-  from acula_jax.text import reports as reports_lib  # pylint: disable=import-outside-toplevel
   cfg = flags.FLAGS
   rows = reports_lib.read_reports(cfg.reports, column=cfg.report_column)
   texts = rewrite_reports([r for _, r in rows], cfg.rewrite_model, batch_size=cfg.batch_size,
@@ -146,5 +145,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  _define_flags()
-  app.run(errors.one_line_errors(main))
+  errors.run_program(main, _define_flags)

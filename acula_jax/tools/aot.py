@@ -27,22 +27,22 @@ import re
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
 from absl import app
 from absl import flags
 from flax import nnx
+import jax
+import jax.numpy as jnp
 
-from acula_jax import fileio
-from acula_jax.tools import accelerators
 from acula_jax import config_files
 from acula_jax import errors
-from acula_jax.tools import hlo_analysis
+from acula_jax import fileio
 from acula_jax import input_pipeline
-from acula_jax.data import records
 from acula_jax import sharding
 from acula_jax import train
+from acula_jax.data import records
 from acula_jax.models import acula
+from acula_jax.tools import accelerators
+from acula_jax.tools import hlo_analysis
 
 PAPER_TEXT_DIM = 2560  # MedGemma-4B's hidden size
 _OOM = re.compile(r"RESOURCE_EXHAUSTED|[Rr]an out of memory|exceeds? .*memory|Out of memory")
@@ -309,9 +309,8 @@ def _define_flags():
   flags.DEFINE_bool("find_accum", False, "Double grad_accum_steps until the step fits.")
   flags.DEFINE_string("json", None, "Also write the report as JSON to this path.")
   flags.DEFINE_string("dump_hlo", None, "Write the compiled (optimised, per-device) HLO text here.")
+  flags.mark_flags_as_required(["config"])
 
 
 if __name__ == "__main__":
-  _define_flags()
-  flags.mark_flags_as_required(["config"])
-  app.run(errors.one_line_errors(main))
+  errors.run_program(main, _define_flags)

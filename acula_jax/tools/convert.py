@@ -44,7 +44,6 @@ import pickle
 import re
 import sys
 
-from absl import app
 from absl import flags
 from flax import nnx
 import jax
@@ -52,9 +51,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from acula_jax import fileio
 from acula_jax import checkpointing
 from acula_jax import errors
+from acula_jax import fileio
 from acula_jax import models
 from acula_jax.models import acula
 from acula_jax.models import audiomae
@@ -665,5 +664,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  _define_flags()
-  app.run(errors.one_line_errors(main))
+  errors.run_program(main, _define_flags)

@@ -19,13 +19,14 @@ import os
 import pathlib
 import sys
 
+from absl import flags
 import numpy as np
 
-from acula_jax import fileio
 from acula_jax import audio
-from acula_jax.audio import io as audio_io
-from acula_jax.audio import frontends
 from acula_jax import errors
+from acula_jax import fileio
+from acula_jax.audio import frontends
+from acula_jax.audio import io as audio_io
 from acula_jax.evaluators import features as features_lib
 
 
@@ -94,7 +95,6 @@ def _write(output, files, features, encoder, featurizer, bad) -> dict:
 
 
 def _define_flags():
-  from absl import flags  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string("workdir", None, "Training workdir (or export folder) whose encoder embeds the audio.")
   flags.DEFINE_string("output", None, "Output folder (default WORKDIR/embeddings).")
   flags.DEFINE_bool("skip_bad", False, "Embed the readable files and list the others instead of failing.")
@@ -103,8 +103,7 @@ def _define_flags():
   flags.mark_flags_as_required(["workdir"])
 
 
-def _main(argv):
-  from absl import flags  # pylint: disable=g-import-not-at-top
+def main(argv):
   cfg = flags.FLAGS
   manifest = extract(cfg.workdir, argv[1:], cfg.output, skip_bad=cfg.skip_bad, seconds=cfg.seconds,
                      batch_size=cfg.batch_size)
@@ -116,11 +115,5 @@ def _main(argv):
   sys.stdout.flush()
 
 
-def main():
-  from absl import app  # pylint: disable=g-import-not-at-top
-  _define_flags()
-  app.run(errors.one_line_errors(_main))
-
-
 if __name__ == "__main__":
-  main()
+  errors.run_program(main, _define_flags)

@@ -36,6 +36,7 @@ log-mel and openSMILE eGeMAPS baselines beside them.
 """
 import ml_collections
 
+from acula_jax import evaluators
 from configs import acula
 
 DEFAULT_ROOT = "workdir/paper"
@@ -114,7 +115,6 @@ def get_paper_config(encoder: str, arg=None) -> ml_collections.ConfigDict:
   config.loss.ssl_weight = 1.0
   config.align_features = "full"
 
-  config.eval.tasks = "acula"
-  config.eval.data_root = f"{root}/records"
-  config.eval.baselines = ("logmel", "egemaps")
+  config.evals.probe = evaluators.default_config("linear_probe", tasks="acula", data_root=f"{root}/records",
+                                                 baselines=("logmel", "egemaps"))
   return config

@@ -25,7 +25,6 @@ OPERA defines no CirCor task; AcuLa reports murmur detection (and outcome) on it
 import collections
 import csv
 import os
-import re
 
 from acula_jax.data.datasets import common
 
@@ -50,15 +49,6 @@ _META_COLUMNS = ("Age", "Sex", "Height", "Weight", "Pregnancy status", "Murmur l
                  "Diastolic murmur quality", "Campaign")
 
 
-
-def _bool(value):
-  """An adapter option given as a bool or as text ("true", "1", "yes"; prepare passes strings)."""
-  return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "y")
-
-
-def _fractions(value):
-  """(train, valid, test) fractions given as a tuple or as text ("0.7,0.1,0.2" or "0.7/0.1/0.2")."""
-  return tuple(float(x) for x in re.split(r"[,/ ]+", value.strip())) if isinstance(value, str) else tuple(value)
 
 def _present(value) -> bool:
   return value is not None and value.strip().lower() not in ("", "nan", "none")
@@ -160,8 +150,8 @@ def list_examples(data_dir, *, audio_dir=None, check_audio=True, split="auto", s
     split: "official", "subject" or "auto" (see the module docstring).
     seed, fractions: subject-wise split parameters (split="subject").
   """
-  check_audio = _bool(check_audio)
-  fractions = _fractions(fractions)
+  check_audio = common.option_bool(check_audio)
+  fractions = common.option_fractions(fractions)
   data_dir = os.fspath(data_dir)
   audio_dir = os.fspath(audio_dir) if audio_dir else data_dir
   skipped, rows = [], []

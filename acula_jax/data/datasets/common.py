@@ -2,6 +2,7 @@
 import dataclasses
 import hashlib
 import os
+import re
 
 import numpy as np
 
@@ -90,3 +91,13 @@ def opera_split_lists(opera_split_dir, files, *, subfolder: str, url: str, read,
         raise ValueError(f"{path}: {what} {example_id} is also listed in {source[example_id]}")
       assign[example_id], source[example_id] = split, path
   return assign
+
+
+def option_bool(value) -> bool:
+  """An adapter option given as a bool or as text ("true", "1", "yes"; prepare passes strings)."""
+  return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "y")
+
+
+def option_fractions(value) -> tuple:
+  """(train, valid, test) fractions given as a tuple or as text ("0.7,0.1,0.2" or "0.7/0.1/0.2")."""
+  return tuple(float(x) for x in re.split(r"[,/ ]+", value.strip())) if isinstance(value, str) else tuple(value)

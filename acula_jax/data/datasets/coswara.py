@@ -49,7 +49,6 @@ Splits (`split`):
 import collections
 import csv
 import os
-import re
 import warnings
 
 import numpy as np
@@ -82,15 +81,6 @@ OPERA_EXCLUDED = {"C7Km0KttQRMMM6UoyocajfgZAOB3": MODALITIES, "kgjTguvo3vZJTO7F1
                   "9hftEYixyhP1Neeq3fB7ZwITQC53": ("cough-shallow",)}
 OPERA_TEST_SIZE, OPERA_VALID_SIZE, OPERA_RANDOM_STATE = 0.2, 0.2, 1337
 
-
-def _bool(value):
-  """An adapter option given as a bool or as text ("true", "1", "yes"; prepare passes strings)."""
-  return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "y")
-
-
-def _fractions(value):
-  """(train, valid, test) fractions given as a tuple or as text ("0.7,0.1,0.2" or "0.7/0.1/0.2")."""
-  return tuple(float(x) for x in re.split(r"[,/ ]+", value.strip())) if isinstance(value, str) else tuple(value)
 
 def _participants(data_dir, skipped):
   """{id: raw row} from combined_data.csv, or from AcuLa's two tables."""
@@ -241,7 +231,7 @@ def list_examples(data_dir, *, audio_dir=None, check_audio=True, modality="cough
       "seeded" (see the module docstring).
     seed, fractions: the seeded participant split, stratified by the task label (split="seeded").
   """
-  check_audio, min_quality, fractions = _bool(check_audio), int(min_quality), _fractions(fractions)
+  check_audio, min_quality, fractions = common.option_bool(check_audio), int(min_quality), common.option_fractions(fractions)
   if modality not in MODALITIES:
     raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
   if task not in (None, "sex", "smoker"):

@@ -54,7 +54,6 @@ import collections
 import csv
 import os
 import pickle
-import re
 
 import numpy as np
 
@@ -75,16 +74,6 @@ SPLITS = ("seeded", "opera")
 OPERA_SPLIT_FILES = (("coughvid__train_uuids.npy", "train"), ("coughvid__val_uuids.npy", "valid"),
                      ("coughvid_gender_test_uuids.npy", "test"))
 OPERA_SPLIT_URL = "https://github.com/evelyn0414/OPERA/tree/main/datasets/coughvid"
-
-
-def _bool(value):
-  """An adapter option given as a bool or as text ("true", "1", "yes"; prepare passes strings)."""
-  return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "y")
-
-
-def _fractions(value):
-  """(train, valid, test) fractions given as a tuple or as text ("0.7,0.1,0.2" or "0.7/0.1/0.2")."""
-  return tuple(float(x) for x in re.split(r"[,/ ]+", value.strip())) if isinstance(value, str) else tuple(value)
 
 
 class _ArrayOnlyUnpickler(pickle.Unpickler):
@@ -196,7 +185,7 @@ def list_examples(data_dir, *, audio_dir=None, check_audio=True, task=None, min_
     opera_split_dir: for split="opera", the folder with OPERA's coughvid uuid lists (or an OPERA checkout).
     seed, fractions: split="seeded": split by uuid, stratified by the task label.
   """
-  check_audio, fractions = _bool(check_audio), _fractions(fractions)
+  check_audio, fractions = common.option_bool(check_audio), common.option_fractions(fractions)
   min_cough_detected = float(min_cough_detected)
   if task not in (None, "covid", "sex"):
     raise ValueError(f"task must be None, 'covid' or 'sex', got {task!r}")

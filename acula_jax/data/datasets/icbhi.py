@@ -28,7 +28,6 @@ both train and test; the official protocol is kept as published and the overlap 
 import collections
 import csv
 import os
-import re
 
 from acula_jax.data.datasets import common
 
@@ -65,15 +64,6 @@ DEMOGRAPHICS_FILE = "ICBHI_Challenge_demographic_information.txt"
 TABLE_FILE = "icbhi_metadata_with_demographics_diagnosis.csv"
 
 
-
-def _bool(value):
-  """An adapter option given as a bool or as text ("true", "1", "yes"; prepare passes strings)."""
-  return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "y")
-
-
-def _fractions(value):
-  """(train, valid, test) fractions given as a tuple or as text ("0.7,0.1,0.2" or "0.7/0.1/0.2")."""
-  return tuple(float(x) for x in re.split(r"[,/ ]+", value.strip())) if isinstance(value, str) else tuple(value)
 
 def _tsv(path):
   """(line number, fields) of a whitespace-separated text file, blank lines left out."""
@@ -256,10 +246,10 @@ def list_examples(data_dir, *, audio_dir=None, check_audio=True, per_cycle=False
     task: None (every recording) or "copd" (T7: COPD and Healthy patients only).
     source: "release" (annotation .txt files), "table" (AcuLa CSV) or "auto" (release when present).
   """
-  check_audio = _bool(check_audio)
-  per_cycle = _bool(per_cycle)
+  check_audio = common.option_bool(check_audio)
+  per_cycle = common.option_bool(per_cycle)
   valid_fraction = float(valid_fraction)
-  fractions = _fractions(fractions)
+  fractions = common.option_fractions(fractions)
   if task not in (None, "copd"):
     raise ValueError(f"task must be None or 'copd', got {task!r}")
   data_dir = os.fspath(data_dir)

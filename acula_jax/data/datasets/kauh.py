@@ -23,7 +23,6 @@ recordings spelled "copd"; here they count as COPD.
 import collections
 import csv
 import os
-import re
 
 from acula_jax.data.datasets import common
 
@@ -58,15 +57,6 @@ LABEL_MAPS = {
 }
 
 
-
-def _bool(value):
-  """An adapter option given as a bool or as text ("true", "1", "yes"; prepare passes strings)."""
-  return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "y")
-
-
-def _fractions(value):
-  """(train, valid, test) fractions given as a tuple or as text ("0.7,0.1,0.2" or "0.7/0.1/0.2")."""
-  return tuple(float(x) for x in re.split(r"[,/ ]+", value.strip())) if isinstance(value, str) else tuple(value)
 
 def _sound_type(code):
   """'I C E W' -> ('inspiratory crackles, expiratory wheezes', crackles, wheezes)."""
@@ -127,8 +117,8 @@ def list_examples(data_dir, *, audio_dir=None, check_audio=True, seed=0, fractio
     seed, fractions: subject-wise split, stratified by diagnosis.
     task: None (every recording) or "obstructive" (T10: healthy, asthma and COPD subjects only).
   """
-  check_audio = _bool(check_audio)
-  fractions = _fractions(fractions)
+  check_audio = common.option_bool(check_audio)
+  fractions = common.option_fractions(fractions)
   if task not in (None, "obstructive"):
     raise ValueError(f"task must be None or 'obstructive', got {task!r}")
   data_dir = os.fspath(data_dir)

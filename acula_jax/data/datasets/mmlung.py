@@ -40,15 +40,6 @@ _NS = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 
 
 
-def _bool(value):
-  """An adapter option given as a bool or as text ("true", "1", "yes"; prepare passes strings)."""
-  return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "y")
-
-
-def _fractions(value):
-  """(train, valid, test) fractions given as a tuple or as text ("0.7,0.1,0.2" or "0.7/0.1/0.2")."""
-  return tuple(float(x) for x in re.split(r"[,/ ]+", value.strip())) if isinstance(value, str) else tuple(value)
-
 def _column_index(ref):
   letters = re.match(r"[A-Z]+", ref).group(0)
   n = 0
@@ -156,7 +147,7 @@ def list_examples(data_dir, *, audio_dir=None, check_audio=True, modality="deep_
     heldout_subject: leave-one-participant-out fold (that participant is the test set).
     seed, fractions: subject split when no participant is held out.
   """
-  check_audio, fractions = _bool(check_audio), _fractions(fractions)
+  check_audio, fractions = common.option_bool(check_audio), common.option_fractions(fractions)
   if modality not in TASK_FOLDERS:
     raise ValueError(f"modality must be one of {sorted(TASK_FOLDERS)}, got {modality!r}")
   data_dir = os.fspath(data_dir)

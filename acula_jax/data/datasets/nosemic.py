@@ -13,7 +13,6 @@ subject split (`fractions`) is used.
 """
 
 import os
-import re
 
 from acula_jax.data.datasets import common
 
@@ -25,10 +24,6 @@ OPERA_USERS = ("4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "17",
 LABEL_MAPS = {"respiratory_rate": "float breaths/min from the last file-name field"}
 
 
-
-def _fractions(value):
-  """(train, valid, test) fractions given as a tuple or as text ("0.7,0.1,0.2" or "0.7/0.1/0.2")."""
-  return tuple(float(x) for x in re.split(r"[,/ ]+", value.strip())) if isinstance(value, str) else tuple(value)
 
 def parse_name(name):
   """(user, tags, respiratory rate) of one NoseMic file name; ValueError when malformed."""
@@ -53,7 +48,7 @@ def list_examples(data_dir, *, audio_dir=None, check_audio=True, heldout_subject
     heldout_subject: leave-one-user-out fold (that user is the test set).
     seed, fractions: subject split when no user is held out.
   """
-  fractions = _fractions(fractions)
+  fractions = common.option_fractions(fractions)
   del check_audio  # The recordings are discovered on disk, so they exist by construction.
   data_dir = os.fspath(data_dir)
   audio_dir = os.fspath(audio_dir) if audio_dir else os.path.join(data_dir, "audio")

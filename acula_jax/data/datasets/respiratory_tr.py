@@ -35,15 +35,6 @@ _FILE = re.compile(r"^(H\d{3})_([LR]\d)\.wav$")
 
 
 
-def _bool(value):
-  """An adapter option given as a bool or as text ("true", "1", "yes"; prepare passes strings)."""
-  return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "y")
-
-
-def _fractions(value):
-  """(train, valid, test) fractions given as a tuple or as text ("0.7,0.1,0.2" or "0.7/0.1/0.2")."""
-  return tuple(float(x) for x in re.split(r"[,/ ]+", value.strip())) if isinstance(value, str) else tuple(value)
-
 def _rows(path, skipped):
   """[(where, patient, file name or None, diagnosis)] of Labels.csv or tr_metadata.csv."""
   out = []
@@ -88,8 +79,8 @@ def list_examples(data_dir, *, audio_dir=None, check_audio=True, seed=0, fractio
     check_audio: skip (and report) recordings whose .wav is missing.
     seed, fractions: subject-wise split, stratified by COPD severity.
   """
-  check_audio = _bool(check_audio)
-  fractions = _fractions(fractions)
+  check_audio = common.option_bool(check_audio)
+  fractions = common.option_fractions(fractions)
   data_dir = os.fspath(data_dir)
   audio_dir = os.fspath(audio_dir) if audio_dir else os.path.join(data_dir, AUDIO_FOLDER)
   skipped, rows = [], []

@@ -47,11 +47,6 @@ _SUMMARY_FILES = ("SPRSound_patient_summary.csv",)
 
 
 
-def _bool(value):
-  """An adapter option given as a bool or as text ("true", "1", "yes"; prepare passes strings)."""
-  return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "y")
-
-
 def _diseases(data_dir, skipped):
   """{patient: disease} from the patient summary (or AcuLa's classification tables)."""
   out, sources = {}, []
@@ -137,7 +132,7 @@ def list_examples(data_dir, *, audio_dir=None, check_audio=True, per_cycle=False
     intra_test: also list the intra-patient test set (not subject-disjoint from train).
     seed, valid_fraction: subject-wise valid split drawn from the training patients.
   """
-  check_audio, per_cycle, intra_test = _bool(check_audio), _bool(per_cycle), _bool(intra_test)
+  check_audio, per_cycle, intra_test = common.option_bool(check_audio), common.option_bool(per_cycle), common.option_bool(intra_test)
   valid_fraction = float(valid_fraction)
   data_dir = os.fspath(data_dir)
   audio_dir = os.fspath(audio_dir) if audio_dir else data_dir

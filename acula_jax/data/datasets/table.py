@@ -62,7 +62,7 @@ def list_examples(data_dir, *, table="table.csv", label_columns="", seed=0, allo
     first[spec.id] = where
     specs.append(spec)
   if "split" in header:
-    if not _truthy(allow_subject_overlap):
+    if not common.option_bool(allow_subject_overlap):
       _check_subjects(specs, path)
   else:
     _stratified_subject_split(specs, labels[:1], int(seed))
@@ -89,10 +89,6 @@ def _names(value) -> list[str]:
   if isinstance(value, (list, tuple)):
     return [str(v).strip() for v in value if str(v).strip()]
   return [v.strip() for v in str(value or "").split(",") if v.strip()]
-
-
-def _truthy(value) -> bool:
-  return value is True or str(value).strip().lower() in ("1", "true", "yes")
 
 
 def _text(value) -> str:

@@ -74,11 +74,6 @@ LABEL_MAPS = {
 
 
 
-def _bool(value):
-  """An adapter option given as a bool or as text ("true", "1", "yes"; prepare passes strings)."""
-  return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "y")
-
-
 def _table(path):
   """{participant_identifier: row} of one metadata CSV."""
   if not os.path.isfile(path):
@@ -148,7 +143,7 @@ def list_examples(data_dir, *, audio_dir=None, check_audio=True, modality="exhal
     split_column: the train_test_splits.csv column to follow (split="published").
     include_longitudinal: keep the "long" test set (as test; split="published").
   """
-  check_audio, include_longitudinal = _bool(check_audio), _bool(include_longitudinal)
+  check_audio, include_longitudinal = common.option_bool(check_audio), common.option_bool(include_longitudinal)
   if modality not in MODALITIES:
     raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
   if split not in SPLITS:

@@ -17,7 +17,6 @@ Split: seeded, stratified by diagnosis, 64/16/20 (as the OPERA-style heart bench
 import collections
 import csv
 import os
-import re
 
 from acula_jax.data.datasets import common
 
@@ -38,15 +37,6 @@ LABEL_MAPS = {
 }
 
 
-
-def _bool(value):
-  """An adapter option given as a bool or as text ("true", "1", "yes"; prepare passes strings)."""
-  return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "y")
-
-
-def _fractions(value):
-  """(train, valid, test) fractions given as a tuple or as text ("0.7,0.1,0.2" or "0.7/0.1/0.2")."""
-  return tuple(float(x) for x in re.split(r"[,/ ]+", value.strip())) if isinstance(value, str) else tuple(value)
 
 def _details(path, subset, skipped):
   """[(where, file name, row dict)] of one publisher details file (semicolon-separated)."""
@@ -107,8 +97,8 @@ def list_examples(data_dir, *, audio_dir=None, check_audio=True, subset="clean",
     subset: "clean", "noisy" or "both".
     seed, fractions: split parameters (stratified by diagnosis).
   """
-  check_audio = _bool(check_audio)
-  fractions = _fractions(fractions)
+  check_audio = common.option_bool(check_audio)
+  fractions = common.option_fractions(fractions)
   subsets = {"clean": ("clean",), "noisy": ("noisy",), "both": ("clean", "noisy")}.get(subset)
   if subsets is None:
     raise ValueError(f"subset must be 'clean', 'noisy' or 'both', got {subset!r}")
