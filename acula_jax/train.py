@@ -345,7 +345,7 @@ def train_and_evaluate(config, workdir) -> dict:
   workdir = pathlib.Path(workdir)
   check_renamed_keys(config)
   frontends.check_frontend(config.model.name, models.get_model(config.model.name).FRONTEND, config.audio,
-                       spec_shape=config.model.get("spec_shape"))
+                           spec_shape=config.model.get("spec_shape"))
   config_changes = workdir_lib.check_config(config, workdir)
   workdir.mkdir(parents=True, exist_ok=True)
 
@@ -418,7 +418,7 @@ def _record_skipped_teacher(workdir, missing: list, of: int):
   logging.warning("Training without %d examples that have no teacher embedding (listed in %s)",
                   len(missing), workdir / "skipped_missing_teacher.json")
   fileio.write_json_atomic(workdir / "skipped_missing_teacher.json",
-                            {"count": len(missing), "of": of, "ids": missing})
+                           {"count": len(missing), "of": of, "ids": missing})
 
 
 @dataclasses.dataclass

@@ -106,7 +106,7 @@ def test_subject_level_sees_a_finding_in_one_recording():
   levels, note = linear_probe.task_levels(task, index, "auto")
   assert levels == ("recording", "subject") and not note
   outcome, detail = linear_probe.probe_task(task, index, features, PROBE, seeds=2, levels=levels, subject_score="max",
-                                        bootstrap=200)
+                                            bootstrap=200)
   subject = outcome["subject"]
   assert subject["num_test"] == 20 and outcome["num_test"] == 60 and subject["num_test_subjects"] == 20
   # The first seed's subject score is sklearn's AUROC of the max of that seed's recording probabilities.

@@ -212,7 +212,7 @@ def encoder_audio_config(encoder: Encoder, audio_config: dict) -> dict:
   """The front end `encoder` takes: `audio_config` if it is its family's kind, else the family's default
   (an OPERA evaluation config and an AudioMAE export: AudioMAE's fbank of the model's input shape)."""
   return frontends.frontend_for(models.get_model(encoder.family).FRONTEND, audio_config,
-                            spec_shape=encoder.spec_shape)
+                                spec_shape=encoder.spec_shape)
 
 
 def _encoder_fn(encoder: Encoder, audio_config: dict) -> Callable:

@@ -308,8 +308,8 @@ def run(task_list: list, setup: features_lib.Setup) -> dict:
       results["features"].setdefault(name, {})[task.name] = featurizers[name].key
       logging.info("%s / %s: %s %.3f ± %.3f", task.name, column, outcome["metric"], outcome["mean"], outcome["std"])
     maps += report.embedding_maps(task, index, {e.name: features[featurizers[e.name].key]
-                                                     for e in setup.encoders},
-                                       max_points=setup.tsne_points, cache=store)
+                                                for e in setup.encoders},
+                                  max_points=setup.tsne_points, cache=store)
   if setup.compare:
     results["comparisons"] = compare_tasks(results, details, list(setup.compare), setup.probes,
                                            setup.bootstrap or scoring.BOOTSTRAP_SAMPLES)
