@@ -198,12 +198,24 @@ def export_heads(export_dir, model, config, teacher_manifest: dict) -> pathlib.P
   return directory
 
 
-def heads_dir(path) -> pathlib.Path:
-  """Accepts a heads folder, an export folder or a workdir."""
+def _find_heads(path) -> pathlib.Path | None:
   path = pathlib.Path(path).absolute()
   for candidate in (path, path / HEADS_DIR, path / "export" / HEADS_DIR):
     if (candidate / "manifest.json").is_file() and (candidate / "params").is_dir():
       return candidate
+  return None
+
+
+def has_heads(path) -> bool:
+  """Whether `path` (a heads folder, an export folder or a workdir) holds exported projection heads."""
+  return _find_heads(path) is not None
+
+
+def heads_dir(path) -> pathlib.Path:
+  """Accepts a heads folder, an export folder or a workdir."""
+  directory = _find_heads(path)
+  if directory is not None:
+    return directory
   raise errors.DataError(path, f"no exported projection heads (expected {HEADS_DIR}/manifest.json and "
                                f"{HEADS_DIR}/params; train.py writes them to export/{HEADS_DIR}/ when aligning)")
 

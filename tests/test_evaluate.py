@@ -340,6 +340,11 @@ def test_heads_export_load_and_zero_shot_on_the_tiny_corpus(tiny_corpus, encoder
   with pytest.raises(errors.UsageError, match="projection heads"):
     zeroshot.Evaluator(evaluators.default_config("zeroshot", tasks=task_spec), context, _fake_embed).run(
         [("plain", plain)])
+  # Heads that are there but unreadable are an error, not an export without heads.
+  manifest = tmp_path / "w" / "export" / "heads" / "manifest.json"
+  manifest.write_text(manifest.read_text().replace(checkpointing.HEADS_FORMAT, "acula_jax.heads/0"))
+  with pytest.raises(errors.DataError, match="heads format 'acula_jax.heads/0'"):
+    zeroshot.Evaluator(evaluators.default_config("zeroshot", tasks=task_spec), context, _fake_embed).run(encoders)
   assert zeroshot.class_sentences(tasks.get("heart_murmur")) == [
       "Heart sound recording. No murmur.", "Heart sound recording. A murmur is heard."]
 

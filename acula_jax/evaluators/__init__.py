@@ -1,7 +1,8 @@
 """Evaluators by name, as big_vision's `config.evals`.
 
 `config.evals.<name>` is one evaluator: `{"type": KIND, ...its settings}`, KIND one of `EVALUATORS`,
-each a module of this package with `default_config()` (every setting and its default) and `Evaluator`:
+each a module of this package with `default_config()` (`base_config` and its own settings, with their
+defaults) and `Evaluator`:
 
   results = get_evaluator(kind)(config_entry, context).run(encoders)   # encoders: [(name, export dir)]
 
@@ -14,6 +15,8 @@ import dataclasses
 import importlib
 import json
 import pathlib
+
+import ml_collections
 
 from acula_jax import errors
 
@@ -39,6 +42,16 @@ def _module(kind: str):
 def get_evaluator(kind: str):
   """The `Evaluator` class of evaluator type `kind`."""
   return _module(kind).Evaluator
+
+
+def base_config(kind: str, **settings):
+  """The settings every evaluator type has (its own `default_config` adds the rest)."""
+  return ml_collections.ConfigDict(dict(
+      type=kind,
+      tasks="",                   # task names, groups or table:DIR:LABEL specs (tasks.resolve); "": off
+      data_root="",               # prepared records per task family; "" = the run's records
+      feature_batch_size=32,      # chunks per encoder call
+      **settings))
 
 
 def default_config(kind: str, **overrides):

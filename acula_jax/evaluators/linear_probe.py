@@ -29,11 +29,11 @@ import json
 
 from absl import logging
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from tqdm import tqdm
 
 from acula_jax import errors
+from acula_jax import evaluators
 from acula_jax import fileio
 from acula_jax.audio import frontends
 from acula_jax.evaluators import baselines
@@ -323,11 +323,8 @@ def run(task_list: list, setup: features_lib.Setup) -> dict:
 
 def default_config():
   """The linear probe's settings and their defaults (`config.evals.<name>` of type linear_probe)."""
-  return ml_collections.ConfigDict(dict(
-      type="linear_probe",
-      tasks="",                   # task names, groups or table:DIR:LABEL specs (tasks.resolve)
-      data_root="",               # prepared records per task family; "" = the run's records
-      feature_batch_size=32,      # chunks per encoder call
+  return evaluators.base_config(
+      "linear_probe",
       baselines=("logmel",),      # also "egemaps", "compare" (openSMILE functionals)
       probe=dict(probe.OPERA_PROTOCOL),
       probes=("opera",),          # PROBES, side by side
@@ -337,7 +334,7 @@ def default_config():
       bootstrap=scoring.BOOTSTRAP_SAMPLES,  # subject resamples per 95% interval (0: none)
       compare=(),                 # ("A:B", ...): paired differences A - B
       tsne_points=600,            # recordings per t-SNE map in report.html (0: none)
-  ))
+  )
 
 
 def parse_compare(values) -> tuple:

@@ -10,9 +10,9 @@ identical text counts as a hit), beside chance. Writes retrieval.{json,md}.
 """
 from typing import Callable
 
-import ml_collections
 import numpy as np
 
+from acula_jax import evaluators
 from acula_jax.evaluators import zeroshot
 from acula_jax.models import heads as heads_lib
 from acula_jax.text import reports as reports_lib
@@ -22,8 +22,7 @@ RECALL_AT = (1, 5, 10)
 
 def default_config():
   """Retrieval's settings (`config.evals.<name>` of type retrieval)."""
-  return ml_collections.ConfigDict(dict(type="retrieval", tasks="", data_root="", feature_batch_size=32,
-                                        report_seed=0))
+  return evaluators.base_config("retrieval", report_seed=0)  # report_seed: the test reports' phrasing
 
 
 def recall_at_k(similarity, same, ks=RECALL_AT) -> dict:

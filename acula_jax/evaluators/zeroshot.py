@@ -11,6 +11,7 @@ probes see them) and projected by the audio head; class probabilities = softmax(
 cosine). Metric: macro one-vs-rest AUROC on the task's test recordings (every fold's test set for
 leave-out protocols). Writes zeroshot.{json,md}.
 """
+import functools
 import json
 import pathlib
 from typing import Callable
@@ -20,6 +21,7 @@ import numpy as np
 
 from acula_jax import checkpointing
 from acula_jax import errors
+from acula_jax import evaluators
 from acula_jax import fileio
 from acula_jax.evaluators import features as features_lib
 from acula_jax.evaluators import probe
@@ -29,16 +31,23 @@ from acula_jax.models import heads as heads_lib
 
 def default_config():
   """Zero-shot's settings (`config.evals.<name>` of type zeroshot)."""
-  return ml_collections.ConfigDict(dict(type="zeroshot", tasks="", data_root="", feature_batch_size=32))
+  return evaluators.base_config("zeroshot")
 
 
 def teacher_embedder(heads: heads_lib.Heads) -> Callable:
   """texts -> [n, d] teacher embeddings with the teacher config recorded at training time."""
-  from acula_jax.text import precompute  # pylint: disable=g-import-not-at-top  (imports torch)
   teacher_info = heads.manifest.get("teacher") or {}
   if not teacher_info.get("config"):
     raise ValueError("the heads manifest records no teacher config; pass embed_fn explicitly")
-  config = ml_collections.ConfigDict(teacher_info["config"])
+  return _embedder(json.dumps(teacher_info["config"], sort_keys=True))
+
+
+@functools.lru_cache(maxsize=1)
+def _embedder(config_json: str) -> Callable:
+  """One loaded teacher per config, kept for the next evaluator (zero-shot and retrieval embed with the
+  same teacher; loading it is seconds for MiniLM, a minute and GBs for MedGemma-4B)."""
+  from acula_jax.text import precompute  # pylint: disable=g-import-not-at-top  (imports torch)
+  config = ml_collections.ConfigDict(json.loads(config_json))
   teacher = precompute.Teacher(config)
   return lambda texts: precompute.embed_reports(list(texts), config, teacher=teacher)
 
@@ -113,10 +122,9 @@ def run_with_heads(config, context, encoders: list, evaluate: Callable, embed_fn
                if not t.is_regression]
   results, stores = {}, {}
   for name, path in encoders:
-    try:
-      heads = checkpointing.load_heads(path)
-    except errors.DataError:
+    if not checkpointing.has_heads(path):
       continue  # not an aligned export: nothing to project with
+    heads = checkpointing.load_heads(path)
     encoder = features_lib.from_export(name, path)
     embed = embed_fn or teacher_embedder(heads)
     out = results[name] = {"temperature": float(np.exp(heads.log_temperature)), "tasks": {}}
