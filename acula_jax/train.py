@@ -367,6 +367,7 @@ def train_and_evaluate(config, workdir) -> dict:
   if config.init_from:
     checkpointing.load_encoder_params(config.init_from, model.encoder)
   graphdef, state = nnx.split((model, optimizer))
+  del model, optimizer  # `state` is the one copy from here on (the step donates its buffers)
 
   state_sharding = sharding.state_shardings(state, mesh, config.param_sharding)
   state = jax.device_put(state, state_sharding)
