@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from acula_jax import errors
 from acula_jax import evaluators
+from acula_jax import models
 from acula_jax import fileio
 from acula_jax.audio import frontends
 from acula_jax.evaluators import baselines
@@ -358,8 +359,9 @@ class Evaluator:
     config, context = self.config, self.context
     probe_config = dict(config.probe)
     seeds = int(probe_config.pop("seeds"))
-    baseline_window = context.default_window or frontends.num_samples_for_frames(
-        256, context.audio_config.get("hop", 512))  # OPERA-GT's 256 frames: the window of the CLI
+    # Without a run's clip length (the CLI): OPERA-GT's input frames, under the baselines' log-mel.
+    baseline_window = context.default_window or frontends.window_samples(
+        models.get_model("opera_gt").CONFIG["spec_shape"][0], frontends.frontend_for("log_mel", context.audio_config))
     return features_lib.Setup(
         encoders=[features_lib.from_export(name, path) for name, path in encoders],
         baselines=baselines.build(list(config.baselines), context.audio_config, baseline_window,
