@@ -31,22 +31,9 @@ Example:
 EOF
 }
 
-die() {
-  echo "gpu_local.sh: error: $*" >&2
-  echo "Run launch/gpu_local.sh --help for usage." >&2
-  exit 2
-}
-
-# Shell-quotes each argument, leaving plain words (letters, digits, _./:=,@%+-) bare.
-q() {
-  local s out=()
-  for s in "$@"; do
-    if [[ "$s" =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then out+=("$s"); else out+=("'${s//\'/\'\\\'\'}'"); fi
-  done
-  echo "${out[*]}"
-}
-
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=launch/common.sh
+source "$repo/launch/common.sh"
 config="" workdir="" gpus="" python="" log_dir="logs" run_name="" mem_fraction="" background=0
 case "${ACULA_DRY_RUN:-}" in 1|true|yes|on) dry_run=1 ;; *) dry_run=0 ;; esac
 main_args=()

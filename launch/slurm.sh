@@ -40,22 +40,9 @@ Example (4 nodes x 8 GPUs, one process per node):
 EOF
 }
 
-die() {
-  echo "slurm.sh: error: $*" >&2
-  echo "Run launch/slurm.sh --help for usage." >&2
-  exit 2
-}
-
-# Shell-quotes each argument, leaving plain words (letters, digits, _./:=,@%+-) bare.
-q() {
-  local s out=()
-  for s in "$@"; do
-    if [[ "$s" =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then out+=("$s"); else out+=("'${s//\'/\'\\\'\'}'"); fi
-  done
-  echo "${out[*]}"
-}
-
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=launch/common.sh
+source "$repo/launch/common.sh"
 nodes="" config="" workdir="" gpus=8 tasks=1 cpus="" partition="" account="" qos="" time_limit="24:00:00"
 job_name="acula" log_dir="logs/slurm" python=""
 case "${ACULA_DRY_RUN:-}" in 1|true|yes|on) dry_run=1 ;; *) dry_run=0 ;; esac
