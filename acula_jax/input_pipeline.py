@@ -1,11 +1,10 @@
 """Grain input pipelines: audio records joined with teacher embeddings by example id.
 
 Training batches carry fixed-length 16 kHz waveforms (and, when aligning, the teacher embedding of each
-example's report). The encoder's front end (OPERA's log-mel, AudioMAE's fbank: `frontends.spectrogram`) is
+example's report, read from the teacher shards for this process's rows only). The encoder's front end (OPERA's log-mel, AudioMAE's fbank: `frontends.spectrogram`) is
 computed from them at the start of the jitted train step, so it runs batched on the accelerator instead
 of per example on the host.
 """
-import dataclasses
 from typing import Iterator
 
 import grain
@@ -16,31 +15,7 @@ from acula_jax import errors
 from acula_jax.audio import frontends
 from acula_jax.audio import io as audio_io
 from acula_jax.data import records
-
-
-@dataclasses.dataclass(frozen=True)
-class TeacherTable:
-  """Teacher embeddings held in memory, looked up by example id."""
-  source: str
-  embeddings: np.ndarray      # float32 [n, dim]
-  index: dict                 # example id -> row
-  manifest: dict
-
-  @classmethod
-  def load(cls, teacher_dir):
-    ids, embeddings, manifest = records.load_teacher_embeddings(teacher_dir)
-    return cls(str(teacher_dir), embeddings, {k: i for i, k in enumerate(ids)}, manifest)
-
-  @property
-  def dim(self) -> int:
-    return int(self.embeddings.shape[1])
-
-  def lookup(self, example_id: str) -> np.ndarray:
-    row = self.index.get(example_id)
-    if row is None:
-      raise errors.MissingTeacherError(
-          example_id, f"no teacher embedding in {self.source} (was its report missing or empty?)")
-    return self.embeddings[row]
+from acula_jax.data import teacher as teacher_lib
 
 
 def clip_samples(config) -> int:
@@ -51,7 +26,7 @@ def clip_samples(config) -> int:
 class _CropAndJoin(grain.transforms.RandomMap):
   """Random crop (zero-padded when short) and, when aligning, the example's teacher embedding."""
 
-  def __init__(self, num_samples: int, sample_rate: int, teacher: TeacherTable | None):
+  def __init__(self, num_samples: int, sample_rate: int, teacher: teacher_lib.TeacherTable | None):
     self._num_samples = num_samples
     self._sample_rate = sample_rate
     self._teacher = teacher
@@ -103,7 +78,7 @@ class _ProcessShare(grain.MapDataset):
     return f"_ProcessShare(global_batch={self._global_batch}, offset={self._offset})"
 
 
-def create_train_dataset(config, teacher: TeacherTable | None, *, num_epochs=None,
+def create_train_dataset(config, teacher: teacher_lib.TeacherTable | None, *, num_epochs=None,
                          indices=None) -> grain.IterDataset:
   """Shuffled, repeated, cropped training data: this process's rows of each global batch.
 

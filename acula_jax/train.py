@@ -25,6 +25,7 @@ from acula_jax import sharding
 from acula_jax import workdir as workdir_lib
 from acula_jax.audio import frontends
 from acula_jax.data import records
+from acula_jax.data import teacher as teacher_lib
 from acula_jax.models import acula
 
 
@@ -285,7 +286,7 @@ def training_indices(config, teacher) -> tuple:
   if teacher is None:
     return None, []
   ids = records.split_ids(config.data.records_dir, config.data.train_split)
-  missing = [i for i in ids if i not in teacher.index]
+  missing = teacher.missing(ids)
   if not missing:
     return None, []
   if not config.data.skip_missing_teacher:
@@ -354,7 +355,7 @@ def train_and_evaluate(config, workdir) -> dict:
     if not config.data.teacher_dir:
       raise errors.UsageError("loss.align_weight > 0 needs --config.data.teacher_dir (the output of "
                               "acula_jax.text.precompute), or --config.loss.align_weight=0 for MAE only")
-    teacher = input_pipeline.TeacherTable.load(config.data.teacher_dir)
+    teacher = teacher_lib.TeacherTable(config.data.teacher_dir)
   indices, missing_teacher = training_indices(config, teacher)
   num_examples = (len(indices) if indices is not None
                   else len(records.open_split(config.data.records_dir, config.data.train_split)))

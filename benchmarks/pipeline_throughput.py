@@ -11,7 +11,7 @@ second unmasked pass + linear CKA, batch 32, 2 s = 64-frame crops), with `config
 `spec_shape` follows, so the step sees 4x the tokens).
 
 Three measurements, in this order, in one process:
-  1. pipeline alone: `input_pipeline.create_train_dataset(config, TeacherTable.load(teacher_dir))` for
+  1. pipeline alone: `input_pipeline.create_train_dataset(config, TeacherTable(teacher_dir))` for
      each `config.data.num_workers` in --workers; the first batch (worker start-up, file opening) and
      --warmup batches are untimed, then --batches batches are timed. No model. Grain prefetches (4
      batches per reader, more with workers), so a few timed batches may come from buffers filled during
@@ -229,12 +229,12 @@ def main(argv=None):
   command = shlex.join([os.path.relpath(sys.executable, REPO) if sys.executable.startswith(str(REPO))
                         else sys.executable, os.path.relpath(__file__, REPO)] + sys.argv[1:])
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from acula_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   from acula_jax.data import records  # pylint: disable=g-import-not-at-top
+  from acula_jax.data import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()  # grain's mp_prefetch reads its absl flags (defaults here)
   config = build_config(args)
-  teacher = input_pipeline.TeacherTable.load(config.data.teacher_dir)
+  teacher = teacher_lib.TeacherTable(config.data.teacher_dir)
   results = dict(num_examples=len(records.open_split(config.data.records_dir, config.data.train_split)),
                  pipeline=[])
   fixed_batch = None

@@ -204,12 +204,13 @@ def check_no_leak(corpus: list, teacher: pathlib.Path, eval_root: pathlib.Path, 
   sys.path.insert(0, str(REPO))
   from acula_jax.evaluators import features as features_lib
   from acula_jax.data import records
+  from acula_jax.data import teacher as teacher_lib
   from acula_jax.evaluators import tasks as tasks_lib
   corpus_ids = set()
   for folder in corpus:
     source = records.open_split(folder, "train")
     corpus_ids.update(source[i]["id"] for i in range(len(source)))
-  teacher_ids = set(records.load_teacher_embeddings(teacher)[0])
+  teacher_ids = {row["id"] for row in teacher_lib.TeacherTable(teacher).rows()}
   if not teacher_ids <= corpus_ids:
     raise AssertionError(f"{len(teacher_ids - corpus_ids)} teacher ids are not training-split corpus ids")
   out = {"corpus_examples": len(corpus_ids), "teacher_examples": len(teacher_ids), "tasks": {}}
@@ -235,10 +236,11 @@ def time_align_features(work: pathlib.Path, teacher: pathlib.Path, rounds: int) 
   from acula_jax import input_pipeline
   from acula_jax import sharding
   from acula_jax import train
+  from acula_jax.data import teacher as teacher_lib
   from acula_jax.models import acula
   from configs import real_data
 
-  text_dim = input_pipeline.TeacherTable.load(teacher).dim
+  text_dim = teacher_lib.TeacherTable(teacher).dim
   mesh = sharding.make_mesh()
   steps = {}
   for features in ("full", "visible"):

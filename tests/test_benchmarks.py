@@ -64,3 +64,17 @@ def test_accelerator_step_script_runs_on_cpu(tmp_path):
   assert all(r["step_s"] > 0 and r["peak_bytes"] > 0 for r in results)
   assert results[0]["dtype"] == "float32" and results[0]["remat"] == "none"  # "auto" on CPU
   assert "| jax " in out.stdout and "| torch " in out.stdout
+
+
+def test_teacher_memory_script_runs(tmp_path):
+  """benchmarks/teacher_memory.py at a tiny size: both joins serve every lookup and report their memory."""
+  import json  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  out = subprocess.run(
+      [sys.executable, "benchmarks/teacher_memory.py", "--sizes=300", "--dim=8", "--lookups=96",
+       f"--workdir={tmp_path}", "--json"], cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  results = json.loads(out.stdout)
+  assert [(r["mode"], r["rows"], r["dim"]) for r in results] == [("lookup", 300, 8), ("eager", 300, 8)]
+  assert all({"peak_rss_mb_above_imports", "anon_rss_mb_after", "lookups_per_s"} <= r.keys() for r in results)

@@ -18,8 +18,8 @@ import transformers
 
 from acula_jax import fileio
 from acula_jax.text import precompute
-from acula_jax.data import records
 from acula_jax.errors import DataError
+import teacher_table
 from configs.teacher import medgemma_4b
 from configs.teacher import minilm
 
@@ -134,7 +134,7 @@ def test_cli_end_to_end(tmp_path, minilm_teacher):
   reports = _write_jsonl(tmp_path / "reports.jsonl", rows)
   proc = _cli(reports, tmp_path / "teacher", "--config.num_shards=3", "--config.batch_size=8")
   assert "report/s" in proc.stderr  # The tqdm bar reports throughput.
-  ids, emb, manifest = records.load_teacher_embeddings(tmp_path / "teacher")
+  ids, emb, manifest = teacher_table.read_teacher(tmp_path / "teacher")
   assert ids == sorted(i for i, _ in rows)
   assert manifest["dim"] == 384 and manifest["count"] == 20 and emb.shape == (20, 384)
   assert [s["count"] for s in manifest["shards"]] == [7, 6, 7]
@@ -143,7 +143,8 @@ def test_cli_end_to_end(tmp_path, minilm_teacher):
   assert manifest["versions"]["torch"] == torch.__version__
   assert manifest["versions"]["transformers"] == transformers.__version__
   assert "resolved_revision" in manifest and manifest["config"]["trust_remote_code"] is False
-  assert sorted(os.listdir(tmp_path / "teacher")) == ["manifest.json"] + [s["file"] for s in manifest["shards"]]
+  assert sorted(os.listdir(tmp_path / "teacher")) == sorted(
+      ["manifest.json", manifest["index"]["file"]] + [s["file"] for s in manifest["shards"]])
   text = dict(rows)
   direct = _variant(minilm_teacher).embed([text[i] for i in ids])
   np.testing.assert_allclose(emb, direct, atol=1e-5)
@@ -191,7 +192,7 @@ def test_resume_recomputes_only_missing_shards(tmp_path, monkeypatch, minilm_tea
   assert sorted(os.listdir(out / precompute.STAGING)) == [
       "progress.json", "teacher-00000-of-00004.tfrecord", "teacher-00001-of-00004.tfrecord"]
   with pytest.raises(DataError, match="manifest.json: missing"):
-    records.load_teacher_embeddings(out)
+    teacher_table.read_teacher(out)
 
   # 2. The rerun computes the last two shards only.
   counter = _Counting(minilm_teacher)
@@ -219,7 +220,7 @@ def test_resume_recomputes_only_missing_shards(tmp_path, monkeypatch, minilm_tea
   config.pooling = "cls"
   precompute.run(config, reports, out, progress=False)
   assert counter.texts == 20
-  assert records.load_teacher_embeddings(out)[2]["pooling"] == "cls"
+  assert teacher_table.read_teacher(out)[2]["pooling"] == "cls"
 
 
 def test_bad_reports_name_the_file(tmp_path):
@@ -286,7 +287,7 @@ def test_decoder_through_cli(tmp_path, tiny_gemma):
   _cli(reports, tmp_path / "out", f"--config.model={path}", "--config.model_class=causal_lm",
        "--config.pooling=last_token", "--config.expected_dim=64", "--config.batch_size=4",
        "--config.padding_side=left", "--config.num_shards=2")
-  ids, emb, manifest = records.load_teacher_embeddings(tmp_path / "out")
+  ids, emb, manifest = teacher_table.read_teacher(tmp_path / "out")
   assert emb.shape == (10, 64) and manifest["dim"] == 64 and manifest["model_class"] == "causal_lm"
   text = dict(rows)
   manual = _manual(model.model, tokenizer, [text[i] for i in ids])
@@ -300,7 +301,7 @@ def test_decoder_poolings_match_manual_forward(tmp_path, tiny_gemma, side):
   reports = _write_jsonl(tmp_path / "reports.jsonl", rows)
   manifest = precompute.run(_gemma_config(path, pooling="mean", padding_side=side), reports, tmp_path / "mean",
                             progress=False)
-  ids, mean, _ = records.load_teacher_embeddings(tmp_path / "mean")
+  ids, mean, _ = teacher_table.read_teacher(tmp_path / "mean")
   assert manifest["dim"] == 64 and mean.shape == (9, 64)
   texts = [dict(rows)[i] for i in ids]
   manual = _manual(model.model, tokenizer, texts)

@@ -22,6 +22,7 @@ from acula_jax.data.datasets import common
 from acula_jax.data.datasets import table
 from acula_jax.data.datasets import yaseen2018
 from acula_jax.errors import DataError
+import teacher_table
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -321,7 +322,7 @@ def test_physionet_prepare_reports_teacher_train(shared_data, tmp_path):
   teacher_config = minilm.get_config()
   teacher_config.num_shards = 1
   teacher = precompute.run(teacher_config, report_file, tmp_path / "teacher", progress=False)
-  ids, embeddings, _ = records.load_teacher_embeddings(tmp_path / "teacher")
+  ids, embeddings, _ = teacher_table.read_teacher(tmp_path / "teacher")
   # Only training recordings reach the teacher, and so the alignment.
   assert set(ids) == train_ids and teacher["count"] == len(train_ids) and embeddings.shape[1] == 384
   held_out = {e["id"] for split in ("valid", "test") for e in stored[split]}

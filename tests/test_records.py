@@ -1,4 +1,4 @@
-"""Tests of acula_jax.data.records: framing against the `tfrecord` package, round-trips, and damage detection."""
+"""Tests of acula_jax.data.records (audio records): round-trips, damage detection, tf.train.Example compatibility."""
 
 import json
 import os
@@ -6,13 +6,10 @@ import pickle
 
 import numpy as np
 import pytest
-from tfrecord import reader as tfr_reader
-from tfrecord import writer as tfr_writer
 
-from acula_jax import fileio
 from acula_jax.data import records
+from acula_jax.data import tf_example
 from acula_jax.errors import CorruptRecordError, DataError
-import teacher_table
 
 
 def _example(i, split="train", n=None, dataset="demo"):
@@ -28,86 +25,6 @@ def _example(i, split="train", n=None, dataset="demo"):
 
 def _shards(directory):
   return sorted(f for f in os.listdir(directory) if f.endswith(".array_record"))
-
-
-# ---------------------------------------------------------------------------------------------------
-# TFRecord framing.
-# ---------------------------------------------------------------------------------------------------
-
-def test_tfrecord_round_trip_and_atomic(tmp_path):
-  payloads = [b"", b"a", os.urandom(5000), b"xyz" * 7]
-  path = tmp_path / "x.tfrecord"
-  assert records.write_tfrecord(path, payloads) == 4
-  assert list(records.iter_tfrecord(path)) == payloads
-  assert os.listdir(tmp_path) == ["x.tfrecord"]  # No temporary file left behind.
-
-
-def test_tfrecord_files_read_by_tfrecord_package(tmp_path):
-  """Our files parse with an independent reader (tensorflow is not installed here)."""
-  path = str(tmp_path / "ours.tfrecord")
-  embs = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
-  records.write_tfrecord(path, [records.encode_teacher_example(f"id{i}", e, f"report {i}")
-                                for i, e in enumerate(embs)])
-  raw = [bytes(b) for b in tfr_reader.tfrecord_iterator(path)]
-  assert raw == list(records.iter_tfrecord(path))
-  parsed = list(tfr_reader.tfrecord_loader(path, None, {"id": "byte", "embedding": "float", "report": "byte"}))
-  assert [bytes(p["id"]).decode() for p in parsed] == ["id0", "id1", "id2"]
-  np.testing.assert_array_equal(np.stack([p["embedding"] for p in parsed]), embs)
-  # And the CRCs are the ones the package's writer computes.
-  assert records.masked_crc32c(b"hello") == int.from_bytes(tfr_writer.TFRecordWriter.masked_crc(b"hello"), "little")
-
-
-def test_reads_files_written_by_tfrecord_package(tmp_path):
-  path = str(tmp_path / "theirs.tfrecord")
-  writer = tfr_writer.TFRecordWriter(path)
-  for i in range(4):
-    writer.write({"id": (f"r{i}".encode(), "byte"), "embedding": ([0.5 * i, -1.0], "float"),
-                  "report": (b"text", "byte")})
-  writer.close()
-  rows = [records.decode_teacher_example(b) for b in records.iter_tfrecord(path, verify_crc=True)]
-  assert [r["id"] for r in rows] == ["r0", "r1", "r2", "r3"]
-  np.testing.assert_array_equal(rows[3]["embedding"], [1.5, -1.0])
-
-
-@pytest.mark.parametrize("offset,what", [(3, "length CRC"), (12 + 5, "data CRC")])
-def test_tfrecord_crc_mismatch(tmp_path, offset, what):
-  path = tmp_path / "x.tfrecord"
-  records.write_tfrecord(path, [b"0123456789" * 3, b"second"])
-  data = bytearray(path.read_bytes())
-  data[offset] ^= 0x01
-  path.write_bytes(bytes(data))
-  with pytest.raises(CorruptRecordError, match=what) as e:
-    list(records.iter_tfrecord(path))
-  assert str(path) in str(e.value) and "record 0" in str(e.value)
-
-
-def test_tfrecord_payload_damage_passes_without_verify(tmp_path):
-  path = tmp_path / "x.tfrecord"
-  records.write_tfrecord(path, [b"abcdef"])
-  data = bytearray(path.read_bytes())
-  data[13] ^= 0x01
-  path.write_bytes(bytes(data))
-  assert list(records.iter_tfrecord(path, verify_crc=False)) == [b"accdef"]
-
-
-@pytest.mark.parametrize("cut", [5, 12, 20, 48, -3])  # In a header, payload, footer; the last record.
-def test_tfrecord_truncated(tmp_path, cut):
-  path = tmp_path / "x.tfrecord"
-  records.write_tfrecord(path, [b"x" * 30, b"y" * 40])
-  path.write_bytes(path.read_bytes()[:cut])
-  with pytest.raises(CorruptRecordError, match="truncated") as e:
-    list(records.iter_tfrecord(path))
-  assert str(path) in str(e.value)
-
-
-def test_interrupted_tfrecord_write_leaves_nothing(tmp_path):
-  def payloads():
-    yield b"one"
-    raise KeyboardInterrupt
-
-  with pytest.raises(KeyboardInterrupt):
-    records.write_tfrecord(tmp_path / "x.tfrecord", payloads())
-  assert os.listdir(tmp_path) == []
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -127,7 +44,7 @@ def test_audio_example_round_trip():
 
 def test_audio_num_samples_mismatch_names_id():
   data = records.encode_audio_example(_example(1))
-  example = records.example_pb2.Example()
+  example = tf_example.Example()
   example.ParseFromString(data)
   example.features.feature["num_samples"].int64_list.value[0] += 1
   with pytest.raises(CorruptRecordError, match="ex001: audio holds"):
@@ -288,69 +205,22 @@ def test_manifest_count_mismatch(tmp_path):
     records.AudioRecordSource(tmp_path, "train")
 
 
-# ---------------------------------------------------------------------------------------------------
-# Teacher shards.
-# ---------------------------------------------------------------------------------------------------
-
-def _teacher_rows(n, d=6):
-  emb = np.random.default_rng(1).normal(size=(n, d)).astype(np.float32)
-  return [(f"id{i:02d}", emb[i], f"report {i}, ünïcode") for i in reversed(range(n))]
 
 
-def test_teacher_round_trip(tmp_path):
-  rows = _teacher_rows(10)
-  manifest = teacher_table.write_teacher_shards(tmp_path, rows, 3, metadata={"model": "m"})
-  assert [s["count"] for s in manifest["shards"]] == [3, 4, 3]
-  assert manifest["dim"] == 6 and manifest["count"] == 10 and manifest["model"] == "m"
-  ids, emb, loaded = records.load_teacher_embeddings(tmp_path)
-  assert ids == [f"id{i:02d}" for i in range(10)] and loaded == manifest
-  expected = dict((r[0], r[1]) for r in rows)
-  np.testing.assert_array_equal(emb, np.stack([expected[i] for i in ids]))
-  assert emb.dtype == np.float32
-  first = next(records.iter_tfrecord(tmp_path / manifest["shards"][0]["file"]))
-  assert records.decode_teacher_example(first)["report"] == "report 0, ünïcode"
+def test_tf_example_is_wire_compatible_with_tensorflows():
+  """Our tf.train.Example against the `tfrecord` package's generated copy of TensorFlow's protos."""
+  from tfrecord import example_pb2  # pylint: disable=g-import-not-at-top  (imports torch)
 
+  def example(m):
+    return m.Example(features=m.Features(feature={
+        "b": m.Feature(bytes_list=m.BytesList(value=[b"", b"\x00\xffx"])),
+        "f": m.Feature(float_list=m.FloatList(value=[1.5, -2.0, 3.25e-7])),
+        "i": m.Feature(int64_list=m.Int64List(value=[0, -5, 1 << 40])),
+        "empty": m.Feature()}))
 
-def test_teacher_sha256_mismatch(tmp_path):
-  manifest = teacher_table.write_teacher_shards(tmp_path, _teacher_rows(4), 2)
-  # A valid TFRecord with other contents: only the sha256 can tell.
-  path = tmp_path / manifest["shards"][1]["file"]
-  records.write_tfrecord(path, [records.encode_teacher_example("id02", np.ones(6), "x"),
-                                records.encode_teacher_example("id03", np.ones(6), "y")])
-  with pytest.raises(CorruptRecordError, match="sha256") as e:
-    records.load_teacher_embeddings(tmp_path)
-  assert str(path) in str(e.value)
-
-
-def test_teacher_crc_and_missing_shard(tmp_path):
-  manifest = teacher_table.write_teacher_shards(tmp_path, _teacher_rows(4), 2)
-  path = tmp_path / manifest["shards"][0]["file"]
-  data = bytearray(path.read_bytes())
-  data[20] ^= 0x04
-  path.write_bytes(bytes(data))
-  manifest["shards"][0]["sha256"] = fileio.sha256_file(path)  # Bypass the sha: the CRC must catch it.
-  fileio.write_json_atomic(tmp_path / "manifest.json", manifest)
-  with pytest.raises(CorruptRecordError, match="CRC"):
-    records.load_teacher_embeddings(tmp_path)
-  os.remove(path)
-  with pytest.raises(CorruptRecordError, match="missing") as e:
-    records.load_teacher_embeddings(tmp_path)
-  assert str(path) in str(e.value)
-
-
-def test_teacher_duplicates_and_counts(tmp_path):
-  with pytest.raises(DataError, match="duplicate id 'a'"):
-    teacher_table.write_teacher_shards(tmp_path, [("a", np.ones(2), ""), ("a", np.ones(2), "")], 1)
-  shards = [records.write_teacher_shard(tmp_path, [("a", np.ones(2), "r")], i, 2) for i in range(2)]
-  fileio.write_json_atomic(tmp_path / "manifest.json", {"dim": 2, "count": 2, "shards": shards})
-  with pytest.raises(DataError, match="teacher-00001-of-00002.tfrecord: duplicate id 'a'"):
-    records.load_teacher_embeddings(tmp_path)
-  fileio.write_json_atomic(tmp_path / "manifest.json", {"dim": 2, "count": 3, "shards": shards[:1]})
-  with pytest.raises(CorruptRecordError, match="shards hold 1 embeddings, manifest says 3"):
-    records.load_teacher_embeddings(tmp_path)
-
-
-def test_shard_bounds():
-  assert records.shard_bounds(10, 4) == [(0, 2), (2, 5), (5, 8), (8, 10)]
-  assert records.shard_bounds(2, 4) == [(0, 1), (1, 2)]
-  assert records.shard_bounds(0, 4) == [(0, 0)]
+  ours, theirs = example(tf_example), example(example_pb2)
+  assert ours.SerializeToString(deterministic=True) == theirs.SerializeToString(deterministic=True)
+  assert tf_example.Example.FromString(theirs.SerializeToString()) == ours
+  assert example_pb2.Example.FromString(ours.SerializeToString()) == theirs
+  audio = records.encode_audio_example(_example(2))
+  assert example_pb2.Example.FromString(audio).features.feature["id"].bytes_list.value == [b"ex002"]

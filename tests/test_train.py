@@ -12,6 +12,7 @@ from acula_jax import checkpointing
 from acula_jax import errors
 from acula_jax import input_pipeline
 from acula_jax.data import records
+from acula_jax.data import teacher as teacher_lib
 from acula_jax import sharding
 from acula_jax.data import synthetic
 from acula_jax import train
@@ -111,8 +112,9 @@ def test_non_finite_loss_stops_with_a_clear_message(corpus, tmp_path, monkeypatc
 
 
 def test_missing_teacher_embeddings_are_found_before_step_0(corpus, tmp_path):
-  ids, embeddings, _ = records.load_teacher_embeddings(corpus / "teacher")
-  rows = [(i, e, "r") for i, e in zip(ids[2:], embeddings[2:])]
+  table = list(teacher_lib.TeacherTable(corpus / "teacher").rows())
+  ids = [row["id"] for row in table]
+  rows = [(row["id"], row["embedding"], "r") for row in table[2:]]
   teacher_table.write_teacher_shards(tmp_path / "teacher", rows, num_shards=1)
   config = tiny_config(corpus, "tiny")
   config.data.teacher_dir = str(tmp_path / "teacher")

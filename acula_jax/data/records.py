@@ -1,67 +1,34 @@
-"""Record files for audio examples and teacher embeddings, without TensorFlow.
-
-Two containers hold serialised `tf.train.Example` protos (from the `tfrecord` package's copy of
-example.proto, so TensorFlow can read them too):
-
-* Audio examples live in ArrayRecord shards (random access for grain), one set per split, next to a
-  `manifest.json` that is written last and acts as the commit marker of the dataset.
-* Teacher embeddings live in TFRecord shards (`teacher-{i:05d}-of-{n:05d}.tfrecord`), listed with their
-  sha256 in `manifest.json`.
+"""Audio records, without TensorFlow: serialised `tf.train.Example` protos (`data.tf_example`) in
+ArrayRecord shards (random access for grain), one set per split, next to a `manifest.json` that is
+written last and acts as the commit marker of the dataset. The `tf.train.Example` helpers here also
+serve the teacher shards (`data.teacher`).
 
 Every failure that concerns a file or an example raises a `DataError` subclass naming it.
 """
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 import datetime
 import glob
 import hashlib
-import importlib.util
 import json
 import os
 import re
 import shutil
-import struct
-import sys
 import tempfile
 
 from array_record.python import array_record_module
-import crc32c
 import grain
 import numpy as np
 
 from acula_jax import fileio
+from acula_jax.data import tf_example
 from acula_jax.errors import CorruptRecordError, DataError
 
 
-def _load_example_protos():
-  """The `tf.train.Example` protos of the `tfrecord` package, without running its __init__.
-
-  `import tfrecord` imports torch (for its PyTorch dataset classes); training must not need torch,
-  so the generated protobuf module is loaded on its own, by file.
-  """
-  name = "acula_jax._tf_example_pb2"
-  if name not in sys.modules:
-    package = importlib.util.find_spec("tfrecord")
-    if package is None or not package.submodule_search_locations:
-      raise ImportError("the `tfrecord` package (tf.train.Example protos) is not installed")
-    path = os.path.join(list(package.submodule_search_locations)[0], "example_pb2.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sys.modules[name] = module
-  return sys.modules[name]
-
-
-example_pb2 = _load_example_protos()
-
 MANIFEST = "manifest.json"
-TEACHER_PREFIX = "teacher"
-_SHARD_RE = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.(?P<ext>array_record|tfrecord)$")
+_SHARD_RE = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.array_record$")
 # Split names end up in file names and in a `{split}-*` glob, so keep them to one unambiguous token.
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9_]+$")
-_CRC_MASK_DELTA = 0xA282EAD8
-_HEADER = struct.Struct("<QI")  # length, masked crc32c of the length bytes
-_FOOTER = struct.Struct("<I")   # masked crc32c of the data
 
 
 def read_manifest(directory) -> dict:
@@ -83,64 +50,11 @@ def read_manifest(directory) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------
-# TFRecord framing: uint64 length, masked crc32c(length), data, masked crc32c(data); little endian.
-# ----------------------------------------------------------------------------------------------------
-
-def masked_crc32c(data: bytes) -> int:
-  """The CRC TFRecord stores: crc32c rotated right by 15 bits plus a constant (see TF's crc32c.h)."""
-  crc = crc32c.crc32c(data)
-  return (((crc >> 15) | (crc << 17)) + _CRC_MASK_DELTA) & 0xFFFFFFFF
-
-
-def frame_record(payload: bytes) -> bytes:
-  """One TFRecord frame around `payload` (also used for TensorBoard event files)."""
-  length = struct.pack("<Q", len(payload))
-  return b"".join([length, struct.pack("<I", masked_crc32c(length)), payload,
-                   _FOOTER.pack(masked_crc32c(payload))])
-
-
-def write_tfrecord(path, payloads: Iterable[bytes]) -> int:
-  """Writes payloads as one TFRecord file, atomically; returns the number of records."""
-  count = 0
-  with fileio.atomic_output(path, "wb") as f:
-    for payload in payloads:
-      f.write(frame_record(bytes(payload)))
-      count += 1
-  return count
-
-
-def iter_tfrecord(path, verify_crc: bool = True) -> Iterator[bytes]:
-  """Yields the payloads of a TFRecord file; CorruptRecordError on truncation or CRC mismatch."""
-  path = os.fspath(path)
-  size = os.path.getsize(path)
-  with open(path, "rb") as f:
-    index, offset = 0, 0
-    while header := f.read(_HEADER.size):
-      where = f"record {index} at byte {offset}"
-      if len(header) < _HEADER.size:
-        raise CorruptRecordError(path, f"truncated header of {where}")
-      length, length_crc = _HEADER.unpack(header)
-      if verify_crc and masked_crc32c(header[:8]) != length_crc:
-        raise CorruptRecordError(path, f"length CRC mismatch in {where}")
-      # Checked before reading so a corrupt length never turns into a huge allocation.
-      if offset + _HEADER.size + length + _FOOTER.size > size:
-        raise CorruptRecordError(path, f"truncated {where}: needs {length} payload bytes, file has "
-                                       f"{size - offset - _HEADER.size - _FOOTER.size}")
-      payload = f.read(length)
-      (data_crc,) = _FOOTER.unpack(f.read(_FOOTER.size))
-      if verify_crc and masked_crc32c(payload) != data_crc:
-        raise CorruptRecordError(path, f"data CRC mismatch in {where}")
-      yield payload
-      index += 1
-      offset += _HEADER.size + length + _FOOTER.size
-
-
-# ----------------------------------------------------------------------------------------------------
 # tf.train.Example encoding.
 # ----------------------------------------------------------------------------------------------------
 
 def _bytes_feature(value: bytes):
-  return example_pb2.Feature(bytes_list=example_pb2.BytesList(value=[value]))
+  return tf_example.Feature(bytes_list=tf_example.BytesList(value=[value]))
 
 
 def _str_feature(value: str):
@@ -148,11 +62,11 @@ def _str_feature(value: str):
 
 
 def _int_feature(value: int):
-  return example_pb2.Feature(int64_list=example_pb2.Int64List(value=[int(value)]))
+  return tf_example.Feature(int64_list=tf_example.Int64List(value=[int(value)]))
 
 
-def _parse_example(data: bytes, where) -> dict:
-  example = example_pb2.Example()
+def parse_example(data: bytes, where) -> dict:
+  example = tf_example.Example()
   try:
     example.ParseFromString(bytes(data))
   except Exception as e:  # protobuf raises its own DecodeError type; the file is bad either way.
@@ -160,7 +74,7 @@ def _parse_example(data: bytes, where) -> dict:
   return example.features.feature
 
 
-def _get(features, key, kind, where):
+def feature_value(features, key, kind, where):
   """One value of a feature; CorruptRecordError when absent or of another kind."""
   if key not in features:
     raise CorruptRecordError(where, f"missing feature {key!r}")
@@ -170,8 +84,8 @@ def _get(features, key, kind, where):
   return values if kind == "float_list" else values[0]
 
 
-def _get_str(features, key, where) -> str:
-  return _get(features, key, "bytes_list", where).decode("utf-8")
+def feature_str(features, key, where) -> str:
+  return feature_value(features, key, "bytes_list", where).decode("utf-8")
 
 
 def _json_dumps(value, name, where) -> str:
@@ -210,61 +124,35 @@ def _encode_valid_audio_example(ex: dict, audio_digest: str) -> bytes:
       "labels": _str_feature(_json_dumps(ex["labels"], "labels", where)),
       "metadata": _str_feature(_json_dumps(ex["metadata"], "metadata", where)),
   }
-  return example_pb2.Example(features=example_pb2.Features(feature=feature)).SerializeToString()
+  return tf_example.Example(features=tf_example.Features(feature=feature)).SerializeToString()
 
 
 def decode_audio_example(data: bytes, where="<audio record>") -> dict:
   """Parses an audio example; CorruptRecordError naming the example when fields disagree."""
-  features = _parse_example(data, where)
-  example_id = _get_str(features, "id", where)
-  audio_bytes = _get(features, "audio", "bytes_list", example_id)
-  num_samples = _get(features, "num_samples", "int64_list", example_id)
+  features = parse_example(data, where)
+  example_id = feature_str(features, "id", where)
+  audio_bytes = feature_value(features, "audio", "bytes_list", example_id)
+  num_samples = feature_value(features, "num_samples", "int64_list", example_id)
   if len(audio_bytes) != 4 * num_samples:
     raise CorruptRecordError(example_id, f"audio holds {len(audio_bytes)} bytes, expected "
                                          f"{4 * num_samples} for num_samples={num_samples}")
   try:
-    labels = json.loads(_get_str(features, "labels", example_id))
-    metadata = json.loads(_get_str(features, "metadata", example_id))
+    labels = json.loads(feature_str(features, "labels", example_id))
+    metadata = json.loads(feature_str(features, "metadata", example_id))
   except json.JSONDecodeError as e:
     raise CorruptRecordError(example_id, f"labels/metadata are not valid JSON ({e})") from e
   return {
       "id": example_id,
-      "dataset": _get_str(features, "dataset", example_id),
-      "subject_id": _get_str(features, "subject_id", example_id),
-      "split": _get_str(features, "split", example_id),
+      "dataset": feature_str(features, "dataset", example_id),
+      "subject_id": feature_str(features, "subject_id", example_id),
+      "split": feature_str(features, "split", example_id),
       # A copy: frombuffer would give a read-only view that in-place augmentations would trip on.
       "audio": np.frombuffer(audio_bytes, dtype="<f4").astype(np.float32),
-      "audio_sha256": _get_str(features, "audio_sha256", example_id),
+      "audio_sha256": feature_str(features, "audio_sha256", example_id),
       "num_samples": int(num_samples),
-      "sample_rate": int(_get(features, "sample_rate", "int64_list", example_id)),
+      "sample_rate": int(feature_value(features, "sample_rate", "int64_list", example_id)),
       "labels": labels,
       "metadata": metadata,
-  }
-
-
-def encode_teacher_example(example_id: str, embedding, report: str) -> bytes:
-  """Serialises one teacher row: id, float32 embedding (float_list) and the report text."""
-  embedding = np.asarray(embedding, dtype=np.float32)
-  if not isinstance(example_id, str) or not example_id:
-    raise DataError(repr(example_id), "teacher example id must be a non-empty string")
-  if embedding.ndim != 1 or not embedding.size or not np.isfinite(embedding).all():
-    raise DataError(example_id, f"embedding must be a finite non-empty vector, got shape {embedding.shape}")
-  feature = {
-      "id": _str_feature(example_id),
-      "embedding": example_pb2.Feature(float_list=example_pb2.FloatList(value=embedding.tolist())),
-      "report": _str_feature(str(report)),
-  }
-  return example_pb2.Example(features=example_pb2.Features(feature=feature)).SerializeToString()
-
-
-def decode_teacher_example(data: bytes, where="<teacher record>") -> dict:
-  """Parses a teacher row into {id, embedding: float32[d], report}."""
-  features = _parse_example(data, where)
-  example_id = _get_str(features, "id", where)
-  return {
-      "id": example_id,
-      "embedding": np.array(_get(features, "embedding", "float_list", example_id), dtype=np.float32),
-      "report": _get_str(features, "report", example_id),
   }
 
 
@@ -670,75 +558,3 @@ def open_split(records_dirs, split: str):
   """The `split` of one records folder, or of several (comma-separated) read one after another."""
   sources = [AudioRecordSource(d, split) for d in split_dirs(records_dirs)]
   return sources[0] if len(sources) == 1 else ConcatRecordSource(sources)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Teacher embeddings: TFRecord shards + manifest.json.
-# ----------------------------------------------------------------------------------------------------
-
-def shard_bounds(num_rows: int, num_shards: int) -> list[tuple[int, int]]:
-  """Contiguous [start, end) slices of near-equal size; never more shards than rows (min. one)."""
-  num_shards = max(1, min(num_shards, num_rows))
-  edges = np.linspace(0, num_rows, num_shards + 1).round().astype(int)
-  return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
-
-
-def teacher_shard_name(index: int, count: int) -> str:
-  return shard_name(TEACHER_PREFIX, index, count, "tfrecord")
-
-
-def write_teacher_shard(out_dir, rows: Sequence[tuple], index: int, num_shards: int) -> dict:
-  """Writes one shard of (id, embedding, report) rows atomically; returns {file, count, sha256}."""
-  name = teacher_shard_name(index, num_shards)
-  path = os.path.join(os.fspath(out_dir), name)
-  count = write_tfrecord(path, (encode_teacher_example(i, e, r) for i, e, r in rows))
-  return {"file": name, "count": count, "sha256": fileio.sha256_file(path)}
-
-
-def _check_unique(ids: Sequence[str], where) -> None:
-  seen = set()
-  for example_id in ids:
-    if example_id in seen:
-      raise DataError(where, f"duplicate id {example_id!r}")
-    seen.add(example_id)
-
-
-def _read_teacher_shard(path: str, shard: dict) -> list[dict]:
-  """Reads one listed shard after checking it exists and matches the manifest's sha256 and count."""
-  if not os.path.exists(path):
-    raise CorruptRecordError(path, "shard listed in manifest.json is missing")
-  if "sha256" in shard and fileio.sha256_file(path) != shard["sha256"]:
-    raise CorruptRecordError(path, "sha256 differs from manifest.json (file changed or damaged)")
-  rows = [decode_teacher_example(b, where=path) for b in iter_tfrecord(path)]
-  if "count" in shard and len(rows) != shard["count"]:
-    raise CorruptRecordError(path, f"holds {len(rows)} records, manifest.json says {shard['count']}")
-  return rows
-
-
-def load_teacher_embeddings(directory) -> tuple[list[str], np.ndarray, dict]:
-  """Loads all teacher shards listed in manifest.json -> (ids, float32[n, d], manifest).
-
-  Verifies each shard's sha256, record CRCs and counts, a single embedding size matching the
-  manifest, finite values, and unique ids (errors name the offending file).
-  """
-  directory = os.fspath(directory)
-  manifest = read_manifest(directory)
-  manifest_path = os.path.join(directory, MANIFEST)
-  if not isinstance(manifest.get("shards"), list) or not manifest["shards"]:
-    raise CorruptRecordError(manifest_path, "lists no teacher shards")
-  ids, embeddings, where_seen = [], [], {}
-  for shard in manifest["shards"]:
-    path = os.path.join(directory, shard["file"])
-    for row in _read_teacher_shard(path, shard):
-      if row["id"] in where_seen:
-        raise DataError(path, f"duplicate id {row['id']!r} (also in {where_seen[row['id']]})")
-      where_seen[row["id"]] = path
-      dim = manifest.get("dim", row["embedding"].shape[0])
-      if row["embedding"].shape != (dim,) or not np.isfinite(row["embedding"]).all():
-        raise CorruptRecordError(path, f"embedding of {row['id']!r} has shape {row['embedding'].shape} "
-                                       f"(manifest dim {dim}) or non-finite values")
-      ids.append(row["id"])
-      embeddings.append(row["embedding"])
-  if "count" in manifest and len(ids) != manifest["count"]:
-    raise CorruptRecordError(manifest_path, f"shards hold {len(ids)} embeddings, manifest says {manifest['count']}")
-  return ids, np.stack(embeddings).astype(np.float32), manifest

@@ -8,8 +8,9 @@ last, `manifest.json` (model, resolved revision, layer, pooling, dim, count, sha
 reports file's sha256, library versions). Shards are computed one at a time and recorded in
 `progress.json`, so a rerun after an interruption only computes the shards that are missing or damaged.
 
+Also writes `teacher-index.npy`, the id index training looks rows up by (`acula_jax.data.teacher`).
 This is the only module that imports torch/transformers; training reads the shards through
-`acula_jax.data.records.load_teacher_embeddings`.
+`acula_jax.data.teacher.TeacherTable`.
 """
 
 from collections.abc import Sequence
@@ -18,7 +19,6 @@ import importlib.metadata
 import inspect
 import json
 import os
-import re
 import shutil
 import time
 
@@ -34,6 +34,7 @@ from acula_jax import config_files
 from acula_jax import errors
 from acula_jax import fileio
 from acula_jax.data import records
+from acula_jax.data import teacher as teacher_lib
 from acula_jax.errors import DataError
 from acula_jax.text import reports as reports_lib
 
@@ -45,7 +46,6 @@ PROGRESS = "progress.json"
 # Config fields that change the vectors: shards of an earlier run are reused only if all agree.
 JOB_FIELDS = ("model", "revision", "model_class", "layer", "pooling", "max_length", "dtype", "normalize",
               "padding_side")
-_TEACHER_SHARD_RE = re.compile(r"^teacher-\d{5}-of-\d{5}\.tfrecord$")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -255,8 +255,8 @@ def _shard_intact(output_dir: str, index: int, shard: dict, bounds) -> bool:
   try:
     a, b = bounds[index]
     path = os.path.join(output_dir, shard["file"])
-    return (shard["file"] == records.teacher_shard_name(index, len(bounds)) and shard["count"] == b - a
-            and "truncated" in shard
+    return (shard["file"] == teacher_lib.shard_name(index, len(bounds)) and shard["count"] == b - a
+            and "truncated" in shard and "bytes" in shard
             and os.path.exists(path) and fileio.sha256_file(path) == shard["sha256"])
   except (KeyError, TypeError, IndexError):
     return False
@@ -277,9 +277,9 @@ def _finished_shards(output_dir: str, job: dict, bounds) -> tuple[dict, dict]:
 
 
 def _remove_teacher_shards(output_dir: str) -> None:
-  """Deletes the shards of the teacher set being replaced (whatever their count)."""
+  """Deletes the shards and index of the teacher set being replaced (whatever their count)."""
   for name in os.listdir(output_dir):
-    if _TEACHER_SHARD_RE.match(name):
+    if teacher_lib.SHARD_RE.match(name) or name == teacher_lib.INDEX:
       os.remove(os.path.join(output_dir, name))
 
 
@@ -294,7 +294,7 @@ def run(config, reports_path, output_dir, *, progress: bool = True) -> dict:
   reports_path, output_dir = os.fspath(reports_path), os.fspath(output_dir)
   rows = load_reports(reports_path)
   reports_sha256 = fileio.sha256_file(reports_path)
-  bounds = records.shard_bounds(len(rows), config.num_shards)
+  bounds = teacher_lib.shard_bounds(len(rows), config.num_shards)
   job = _job(config, reports_sha256, len(rows), len(bounds))
   os.makedirs(output_dir, exist_ok=True)
   done, model_info = _finished_shards(output_dir, job, bounds)
@@ -325,7 +325,7 @@ def run(config, reports_path, output_dir, *, progress: bool = True) -> dict:
       a, b = bounds[i]
       vectors = teacher.embed([text for _, text in rows[a:b]], bar=bar)
       shard_rows = [(example_id, v, text) for (example_id, text), v in zip(rows[a:b], vectors)]
-      done[i] = records.write_teacher_shard(staging, shard_rows, i, len(bounds))
+      done[i] = teacher_lib.write_shard(staging, shard_rows, i, len(bounds))
       done[i]["truncated"] = teacher.count_truncated([text for _, text in rows[a:b]])
       model_info = teacher.info
       _write_progress(staging, job, model_info, done)
@@ -335,7 +335,8 @@ def run(config, reports_path, output_dir, *, progress: bool = True) -> dict:
   if teacher is not None and model_info.get("dim") is None:
     teacher.embed([rows[0][1]])  # Everything was reused but the record lacks the size: measure it.
     model_info = teacher.info
-  manifest = _manifest(config, job, model_info, [done[i] for i in range(len(bounds))], reports_path)
+  shards = [done[i] for i in range(len(bounds))]
+  manifest = _manifest(config, job, model_info, shards, teacher_lib.write_index(staging, shards), reports_path)
   if staging != output_dir:
     _commit(staging, output_dir, manifest)
   else:
@@ -352,8 +353,8 @@ def _commit(staging: str, output_dir: str, manifest: dict) -> None:
   if os.path.exists(old_manifest):
     os.remove(old_manifest)
   _remove_teacher_shards(output_dir)
-  for shard in manifest["shards"]:
-    os.replace(os.path.join(staging, shard["file"]), os.path.join(output_dir, shard["file"]))
+  for name in [shard["file"] for shard in manifest["shards"]] + [manifest["index"]["file"]]:
+    os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
   os.replace(staged_manifest, old_manifest)
   shutil.rmtree(staging, ignore_errors=True)
   if os.path.exists(os.path.join(output_dir, PROGRESS)):
@@ -367,7 +368,7 @@ def _package_version(name: str):
     return None
 
 
-def _manifest(config, job: dict, model_info: dict, shards: list[dict], reports_path: str) -> dict:
+def _manifest(config, job: dict, model_info: dict, shards: list[dict], index: dict, reports_path: str) -> dict:
   return {
       "model": config.model,
       "model_path": model_info.get("model_path"),
@@ -386,6 +387,7 @@ def _manifest(config, job: dict, model_info: dict, shards: list[dict], reports_p
       # Reports longer than max_length tokens: the teacher embedded only their first max_length.
       "truncated_reports": sum(s.get("truncated", 0) for s in shards),
       "shards": shards,
+      "index": index,
       "reports_path": os.path.abspath(reports_path),
       "reports_sha256": job["reports_sha256"],
       "versions": {"torch": model_info.get("torch"), "transformers": model_info.get("transformers")},
