@@ -107,9 +107,9 @@ def accumulated_grads(model, batch, keys, config, accum_steps: int, mesh=None):
   (BatchNorm running statistics of OPERA-CE/CT, updated micro-batch after micro-batch; empty
   for the ViTs).
 
-  With a `mesh`, replicated parameters and no such state, each device sums the gradients of its own
-  rows over the micro-batches and the devices' sums are added once (`_per_device_accumulation`):
-  one gradient all-reduce per optimizer step instead of one per micro-batch.
+  With a `mesh` and no such state, each device sums the gradients of its own rows over the
+  micro-batches and the devices' sums are reduced once (`_per_device_accumulation`): one gradient
+  reduction per optimizer step instead of one per micro-batch, for replicated and fsdp parameters.
   """
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   if accum_steps > 1 and _per_device_accumulation_applies(config, mesh, keys.shape[0], accum_steps, rest):
@@ -153,24 +153,27 @@ def _micro_batches(tree, accum_steps: int):
 
 
 def _per_device_accumulation_applies(config, mesh, batch_size: int, accum_steps: int, rest) -> bool:
-  # BatchNorm statistics (OPERA-CE/CT) would become per-device ones; split parameters (fsdp) are
-  # reduce-scattered per micro-batch, as ZeRO does.
-  return (mesh is not None and config.param_sharding == "replicated" and not jax.tree.leaves(rest)
-          and (batch_size // mesh.size) % accum_steps == 0)
+  # BatchNorm statistics (OPERA-CE/CT) would become per-device ones.
+  return mesh is not None and not jax.tree.leaves(rest) and (batch_size // mesh.size) % accum_steps == 0
 
 
 def _per_device_accumulation(graphdef, params, rest, batch, keys, config, accum_steps, mesh):
   """`accumulated_grads` as one device's program (`shard_map`): the device's rows of each micro-batch
   (micro-batch k: its rows k, k + accum_steps, ..., which over all devices are the global rows of
-  micro-batch k), gradients summed locally, then added across devices once, after the loop.
+  micro-batch k), gradients summed locally, then reduced across devices once, after the loop.
 
   Each device differentiates total / devices, where the MAE term is the mean over its own rows and the
   alignment term is computed on all devices' embeddings (all-gathered), so the devices' gradients add
-  up to the gradient of the whole micro-batch's loss.
+  up to the gradient of the whole micro-batch's loss. With `param_sharding=fsdp` the split parameters
+  are gathered once before the loop and their gradients reduce-scattered once after it: for the
+  step, each device holds whole parameters and gradients (the optimizer state stays split).
   """
   axes = mesh.axis_names
+  specs = jax.tree.map(lambda s: s.spec, sharding.state_shardings(params, mesh, config.param_sharding))
 
   def one_device(params, rest, batch, keys):
+    params = jax.tree.map(_gathered, params, specs)
+
     def loss_fn(params, micro_batch, micro_keys):
       model = nnx.merge(graphdef, params, rest, copy=True)
       total, metrics = compute_losses(model, micro_batch, micro_keys, config, gather_axes=axes)
@@ -187,15 +190,32 @@ def _per_device_accumulation(graphdef, params, rest, batch, keys, config, accum_
     first = jax.tree.map(lambda x: x[0], micro_batches)
     zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grads_and_metrics, *first))
     (grads, metrics), _ = jax.lax.scan(add_micro_batch, zeros, micro_batches)
+    grads = jax.tree.map(lambda g, spec: _reduced(g / accum_steps, spec, axes), grads, specs)  # the one reduction
     metrics = jax.lax.pmean(jax.tree.map(lambda x: x / accum_steps, metrics), axes)
-    return jax.tree.map(lambda g: g[None], grads), metrics
+    return grads, metrics
 
-  batch_spec = P(axes)
-  per_device, metrics = jax.shard_map(
-      one_device, mesh=mesh, in_specs=(P(), P(), batch_spec, batch_spec),
-      out_specs=(batch_spec, P()), check_vma=False)(params, rest, batch, keys)
-  grads = jax.tree.map(lambda g: jnp.sum(g, axis=0) / accum_steps, per_device)  # the one all-reduce
-  return grads, metrics
+  return jax.shard_map(one_device, mesh=mesh, in_specs=(specs, P(), P(axes), P(axes)),
+                       out_specs=(specs, P()), check_vma=False)(params, rest, batch, keys)
+
+
+def _split_dim(spec) -> int | None:
+  """The dimension a parameter's PartitionSpec splits over `fsdp`, or None (replicated)."""
+  return next((dim for dim, axis in enumerate(spec) if axis == "fsdp"), None)
+
+
+def _gathered(x, spec):
+  dim = _split_dim(spec)
+  return x if dim is None else jax.lax.all_gather(x, "fsdp", axis=dim, tiled=True)
+
+
+def _reduced(grad, spec, axes):
+  """One device's gradient summed over all devices, and split as its parameter is."""
+  dim = _split_dim(spec)
+  if dim is None:
+    return jax.lax.psum(grad, axes)
+  grad = jax.lax.psum_scatter(grad, "fsdp", scatter_dimension=dim, tiled=True)
+  others = tuple(axis for axis in axes if axis != "fsdp")
+  return jax.lax.psum(grad, others) if others else grad
 
 
 def make_train_step(graphdef, config, state_sharding, batch_sharding):

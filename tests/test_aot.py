@@ -106,6 +106,19 @@ def test_one_gradient_all_reduce_per_step_whatever_the_accumulation():
   assert reduce["count"] <= plain["count"], (reduce, plain)
 
 
+def test_fsdp_gradients_reduce_once_whatever_the_accumulation():
+  """FSDP with grad_accum_steps=4: the split parameters are gathered once before the micro-batch loop
+  and the summed gradients reduce-scattered once after it (before: per layer and micro-batch)."""
+  config = _tiny(2, grad_accum_steps=4, batch_size=32, param_sharding="fsdp", **{"mesh.data": 1, "mesh.fsdp": -1})
+  d = aot.run(config, SLICE, dim_flag=TEXT_DIM).data
+  collectives, params = d["collectives"], d["param_bytes"]
+  scattered = collectives["reduce-scatter"]["bytes"] + collectives.get("all-reduce", {}).get("bytes", 0)
+  assert params <= scattered <= 1.05 * params, collectives
+  # The weights once, plus each micro-batch's projected embeddings for the batch-level alignment loss.
+  embeddings = 4 * 2 * (config.batch_size // 4) * config.heads.out_dim * 4
+  assert collectives["all-gather"]["bytes"] <= 1.05 * params + embeddings, collectives
+
+
 def _trip_counts(report):
   return sorted(loop["trip_count"] for loop in report["loops"])
 
