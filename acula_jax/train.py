@@ -27,6 +27,7 @@ from acula_jax.audio import frontends
 from acula_jax.data import records
 from acula_jax.data import teacher as teacher_lib
 from acula_jax.models import acula
+from acula_jax.models import partitioning
 
 
 def create_optimizer(config, total_steps: int):
@@ -65,11 +66,11 @@ def create_model_and_optimizer(config, text_dim: int | None, total_steps: int, p
   return model, nnx.Optimizer(model, tx, wrt=nnx.Param), schedule
 
 
-def compute_losses(model: acula.AculaModel, batch: dict, rng, config, gather_axes=None):
+def compute_losses(model: acula.AculaModel, batch: dict, rng, config):
   """Total loss and its parts for one batch of waveforms (and teacher embeddings when aligning).
 
-  `gather_axes`: inside a `shard_map` over these mesh axes, the batch-level alignment loss is
-  computed on every device's projected embeddings, all-gathered (the same value on each device).
+  Run per device (`_per_device_accumulation`), the batch-level alignment loss is computed on every
+  device's projected embeddings, all-gathered (the same value on each device).
   """
   spec = frontends.spectrogram(batch["audio"], **config.audio)  # the encoder family's front end
   metrics = {}
@@ -89,8 +90,7 @@ def compute_losses(model: acula.AculaModel, batch: dict, rng, config, gather_axe
       raise ValueError(f"align_features must be full or visible, got {config.align_features!r}")
     audio_emb = model.audio_head(features)
     text_emb = model.text_head(batch["text_embedding"])
-    if gather_axes:
-      audio_emb, text_emb = (jax.lax.all_gather(x, gather_axes, tiled=True) for x in (audio_emb, text_emb))
+    audio_emb, text_emb = partitioning.gather_batch(audio_emb), partitioning.gather_batch(text_emb)
     align = losses.alignment_loss(config.loss.alignment, audio_emb, text_emb,
                                   log_temperature=model.log_temperature[...])
     metrics["align_loss"] = align
@@ -107,15 +107,13 @@ def accumulated_grads(model, batch, keys, config, accum_steps: int, mesh=None):
   (BatchNorm running statistics of OPERA-CE/CT, updated micro-batch after micro-batch; empty
   for the ViTs).
 
-  With a `mesh` and no such state, each device sums the gradients of its own rows over the
-  micro-batches and the devices' sums are reduced once (`_per_device_accumulation`): one gradient
-  reduction per optimizer step instead of one per micro-batch, for replicated and fsdp parameters.
+  With a `mesh`, each device sums the gradients of its own rows over the micro-batches and the
+  devices' sums are reduced once (`_per_device_accumulation`): one gradient reduction per optimizer
+  step instead of one per micro-batch, for replicated and fsdp parameters.
   """
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  if accum_steps > 1 and _per_device_accumulation_applies(config, mesh, keys.shape[0], accum_steps, rest):
-    grads, metrics = _per_device_accumulation(graphdef, params, rest, batch, keys, config, accum_steps,
-                                              mesh)
-    return grads, metrics, rest
+  if accum_steps > 1 and _per_device_accumulation_applies(mesh, keys.shape[0], accum_steps):
+    return _per_device_accumulation(graphdef, params, rest, batch, keys, config, accum_steps, mesh)
 
   def loss_and_grads(rest, micro_batch, micro_keys):
     def loss_fn(params):
@@ -152,9 +150,8 @@ def _micro_batches(tree, accum_steps: int):
       lambda x: x.reshape(batch_size // accum_steps, accum_steps, *x.shape[1:]).swapaxes(0, 1), tree)
 
 
-def _per_device_accumulation_applies(config, mesh, batch_size: int, accum_steps: int, rest) -> bool:
-  # BatchNorm statistics (OPERA-CE/CT) would become per-device ones.
-  return mesh is not None and not jax.tree.leaves(rest) and (batch_size // mesh.size) % accum_steps == 0
+def _per_device_accumulation_applies(mesh, batch_size: int, accum_steps: int) -> bool:
+  return mesh is not None and (batch_size // mesh.size) % accum_steps == 0
 
 
 def _per_device_accumulation(graphdef, params, rest, batch, keys, config, accum_steps, mesh):
@@ -163,10 +160,12 @@ def _per_device_accumulation(graphdef, params, rest, batch, keys, config, accum_
   micro-batch k), gradients summed locally, then reduced across devices once, after the loop.
 
   Each device differentiates total / devices, where the MAE term is the mean over its own rows and the
-  alignment term is computed on all devices' embeddings (all-gathered), so the devices' gradients add
-  up to the gradient of the whole micro-batch's loss. With `param_sharding=fsdp` the split parameters
-  are gathered once before the loop and their gradients reduce-scattered once after it: for the
-  step, each device holds whole parameters and gradients (the optimizer state stays split).
+  batch-level terms (alignment, COLA) and BatchNorm statistics are computed over all devices' rows
+  (`partitioning.gather_batch`, `layers.BatchNorm`), so the devices' gradients add up to the gradient
+  of the whole micro-batch's loss, and every device updates the same BatchNorm statistics. With
+  `param_sharding=fsdp` the split parameters are gathered once before the loop and their gradients
+  reduce-scattered once after it: for the step, each device holds whole parameters and gradients
+  (the optimizer state stays split).
   """
   axes = mesh.axis_names
   specs = jax.tree.map(lambda s: s.spec, sharding.state_shardings(params, mesh, config.param_sharding))
@@ -174,28 +173,27 @@ def _per_device_accumulation(graphdef, params, rest, batch, keys, config, accum_
   def one_device(params, rest, batch, keys):
     params = jax.tree.map(_gathered, params, specs)
 
-    def loss_fn(params, micro_batch, micro_keys):
+    def loss_fn(params, rest, micro_batch, micro_keys):
       model = nnx.merge(graphdef, params, rest, copy=True)
-      total, metrics = compute_losses(model, micro_batch, micro_keys, config, gather_axes=axes)
-      return total / mesh.size, metrics
+      total, metrics = compute_losses(model, micro_batch, micro_keys, config)
+      return total / mesh.size, (metrics, nnx.state(model, nnx.Not(nnx.Param)))
 
-    def grads_and_metrics(micro_batch, micro_keys):
-      (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, micro_batch, micro_keys)
-      return grads, metrics
-
-    def add_micro_batch(total, micro_batch):
-      return jax.tree.map(jnp.add, total, grads_and_metrics(*micro_batch)), None
+    def add_micro_batch(carry, micro_batch):
+      rest, total = carry
+      (_, (metrics, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest, *micro_batch)
+      return (rest, jax.tree.map(jnp.add, total, (grads, metrics))), None
 
     micro_batches = _micro_batches((batch, keys), accum_steps)
     first = jax.tree.map(lambda x: x[0], micro_batches)
-    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grads_and_metrics, *first))
-    (grads, metrics), _ = jax.lax.scan(add_micro_batch, zeros, micro_batches)
+    (_, (metrics, _)), grads = jax.eval_shape(jax.value_and_grad(loss_fn, has_aux=True), params, rest, *first)
+    zeros = jax.tree.map(jnp.zeros_like, (grads, metrics))
+    (rest, (grads, metrics)), _ = jax.lax.scan(add_micro_batch, (rest, zeros), micro_batches)
     grads = jax.tree.map(lambda g, spec: _reduced(g / accum_steps, spec, axes), grads, specs)  # the one reduction
     metrics = jax.lax.pmean(jax.tree.map(lambda x: x / accum_steps, metrics), axes)
-    return grads, metrics
+    return grads, metrics, rest
 
   return jax.shard_map(one_device, mesh=mesh, in_specs=(specs, P(), P(axes), P(axes)),
-                       out_specs=(specs, P()), check_vma=False)(params, rest, batch, keys)
+                       out_specs=(specs, P(), P()), check_vma=False)(params, rest, batch, keys)
 
 
 def _split_dim(spec) -> int | None:

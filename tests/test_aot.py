@@ -190,6 +190,18 @@ def _tiny_opera_ce():
   return config
 
 
+def test_batchnorm_encoder_reduces_gradients_once_whatever_the_accumulation():
+  """OPERA-CE with grad_accum_steps=4 runs per device too (BatchNorm synchronised, COLA over the
+  gathered batch): its gradients are all-reduced in one piece, once. Reduced per micro-batch they
+  alone would be 4x the parameter bytes; the rest are BatchNorm statistics, synced per micro-batch."""
+  config = _tiny_opera_ce()
+  config.update(batch_size=32, grad_accum_steps=4)
+  d = aot.run(config, SLICE, dim_flag=TEXT_DIM).data
+  reduce = d["collectives"]["all-reduce"]
+  assert reduce["largest"] >= d["param_bytes"], reduce
+  assert reduce["bytes"] < 3 * d["param_bytes"], reduce
+
+
 def test_depthwise_convolution_compiles_to_xla_convolutions_for_tpu(monkeypatch):
   auto = aot.run(_tiny_opera_ce(), SLICE, dim_flag=TEXT_DIM).data
   monkeypatch.setattr(opera_ce.DepthwiseConv, "__call__", nnx.Conv.__call__)

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from acula_jax.models import cpu_kernels
+from acula_jax.models import partitioning
 
 
 def gelu(x):
@@ -38,3 +39,12 @@ class LayerNorm(nnx.LayerNorm):
     scale, bias = self.scale[...], self.bias[...]
     out_dtype = self.dtype or jnp.promote_types(x.dtype, scale.dtype)
     return cpu_kernels.layer_norm(x, scale, bias, self.epsilon, jnp.dtype(out_dtype))
+
+
+class BatchNorm(nnx.BatchNorm):
+  """`nnx.BatchNorm` whose batch statistics stay the whole batch's when the step runs per device
+  (synchronised over `partitioning.manual_batch_axes`); elsewhere exactly `nnx.BatchNorm`."""
+
+  def __call__(self, x, use_running_average=None, *, mask=None):
+    self.axis_name = partitioning.manual_batch_axes() or None
+    return super().__call__(x, use_running_average=use_running_average, mask=mask)

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 from acula_jax import models
 from acula_jax.models import cpu_kernels
 from acula_jax.models import layers
+from acula_jax.models import partitioning
 
 # (repeats, kernel, stride, expand ratio, in width, out width) per stage of
 # EfficientNet-B0 (width and depth multipliers 1.0).
@@ -177,7 +178,8 @@ def cola_forward(encoder, spec, rng, *, crop_frames, augment):
   f1, f2 = encoder.ssl_features(x1, k[4]), encoder.ssl_features(x2, k[5])
   z1 = encoder.cola_head.linear(encoder.cola_head(f1, k[6]))
   z2 = encoder.cola_head(f2, k[7])
-  loss, accuracy = cola_loss(z1, z2)
+  # Over the whole batch's crops when the step runs per device, as on one device.
+  loss, accuracy = cola_loss(partitioning.gather_batch(z1), partitioning.gather_batch(z2))
   return loss, dict(visible_features=f1, accuracy=accuracy)
 
 
@@ -279,7 +281,7 @@ class OperaCE(nnx.Module):
     self.crop_frames = crop_frames
     self.augment = augment
     self.dtype = dtype
-    bn = lambda n: nnx.BatchNorm(
+    bn = lambda n: layers.BatchNorm(
         n, momentum=bn_momentum, epsilon=bn_eps, use_fast_variance=False, dtype=dtype, rngs=rngs)
 
     self.cnn1 = _conv(1, 3, 3, use_bias=True, dtype=dtype, rngs=rngs)  # OPERA's 1 -> 3 channels
@@ -288,16 +290,16 @@ class OperaCE(nnx.Module):
     self.bn0 = bn(stem_width)
     size = None if same_padding_size is None else math.ceil(same_padding_size / 2)
     num_blocks = sum(b[0] for b in blocks)
-    layers = []
+    mbconvs = []
     for repeats, kernel, stride, expand, in_ch, out_ch in blocks:
       for r in range(repeats):
-        layers.append(MBConv(
+        mbconvs.append(MBConv(
             in_ch if r == 0 else out_ch, out_ch, kernel, stride if r == 0 else 1, expand,
             image_size=size, se_ratio=se_ratio, bn=bn,
-            drop_rate=drop_connect_rate * len(layers) / num_blocks, dtype=dtype, rngs=rngs))
+            drop_rate=drop_connect_rate * len(mbconvs) / num_blocks, dtype=dtype, rngs=rngs))
         if r == 0 and size is not None:
           size = math.ceil(size / stride)  # the static padding of later blocks follows
-    self.blocks = nnx.List(layers)
+    self.blocks = nnx.List(mbconvs)
     self.conv_head = _conv(blocks[-1][5], head_width, 1, dtype=dtype, rngs=rngs)
     self.bn1 = bn(head_width)
     self.cola_head = ColaHead(head_width, cola_dim, cola_dropout, rngs=rngs)

@@ -259,7 +259,7 @@ class OperaCT(nnx.Module):
     self.augment = augment
     self.dtype = dtype
 
-    self.bn0 = nnx.BatchNorm(
+    self.bn0 = layers.BatchNorm(
         mel_bins, momentum=bn_momentum, epsilon=1e-5, use_fast_variance=False, rngs=rngs)
     self.patch_embed = nnx.Conv(
         1, embed_dim, (patch_size, patch_size), strides=(patch_size, patch_size),

@@ -31,3 +31,23 @@ def gathered(tree):
   if batch_mesh() is None:
     return tree
   return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, P()), tree)
+
+
+def manual_batch_axes() -> tuple:
+  """The mesh axes a `shard_map` in context runs per device, in mesh order; () outside one.
+
+  Inside the training step's per-device program (`train._per_device_accumulation`) every axis is
+  manual and each splits the batch, so batch-level statistics and losses combine them to stay those
+  of the whole batch.
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return ()
+  return tuple(axis for axis in mesh.axis_names if axis in mesh.manual_axes)
+
+
+def gather_batch(x):
+  """`x` [rows, ...] of this device -> those of every device (same order as the global batch), when
+  run per device; `x` itself otherwise. Its gradient sends each device back its rows' part."""
+  axes = manual_batch_axes()
+  return jax.lax.all_gather(x, axes, tiled=True) if axes else x
