@@ -222,6 +222,17 @@ def test_resume_recomputes_only_missing_shards(tmp_path, monkeypatch, minilm_tea
   assert counter.texts == 20
   assert teacher_table.read_teacher(out)[2]["pooling"] == "cls"
 
+  # 5. A set written before the id index (no index, no shard sizes) gets them without recomputing.
+  manifest = json.loads((out / "manifest.json").read_text())
+  os.remove(out / manifest.pop("index")["file"])
+  for shard in manifest["shards"]:
+    del shard["bytes"]
+  (out / "manifest.json").write_text(json.dumps(manifest))
+  with pytest.raises(DataError, match="rerun acula_jax.text.precompute"):
+    teacher_table.read_teacher(out)
+  precompute.run(config, reports, out, progress=False)
+  assert counter.texts == 20 and len(teacher_table.read_teacher(out)[0]) == 20
+
 
 def test_bad_reports_name_the_file(tmp_path):
   config = minilm.get_config()

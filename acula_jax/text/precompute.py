@@ -256,7 +256,7 @@ def _shard_intact(output_dir: str, index: int, shard: dict, bounds) -> bool:
     a, b = bounds[index]
     path = os.path.join(output_dir, shard["file"])
     return (shard["file"] == teacher_lib.shard_name(index, len(bounds)) and shard["count"] == b - a
-            and "truncated" in shard and "bytes" in shard
+            and "truncated" in shard
             and os.path.exists(path) and fileio.sha256_file(path) == shard["sha256"])
   except (KeyError, TypeError, IndexError):
     return False
@@ -272,7 +272,8 @@ def _finished_shards(output_dir: str, job: dict, bounds) -> tuple[dict, dict]:
     info = info or state.get("model_info") or {}
     for index, shard in _state_shards(state).items():
       if index not in done and _shard_intact(output_dir, index, shard, bounds):
-        done[index] = shard
+        # The size from the verified file: sets written before the id index lack it.
+        done[index] = {**shard, "bytes": os.path.getsize(os.path.join(output_dir, shard["file"]))}
   return done, info
 
 
