@@ -1,9 +1,9 @@
 """Grain input pipelines: audio records joined with teacher embeddings by example id.
 
 Training batches carry fixed-length 16 kHz waveforms (and, when aligning, the teacher embedding of each
-example's report, read from the teacher shards for this process's rows only). The encoder's front end (OPERA's log-mel, AudioMAE's fbank: `frontends.spectrogram`) is
-computed from them at the start of the jitted train step, so it runs batched on the accelerator instead
-of per example on the host.
+example's report, read from the teacher shards for this process's rows only). The encoder's front end
+(OPERA's log-mel, AudioMAE's fbank: `frontends.spectrogram`) is computed from them at the start of the
+jitted train step, so it runs batched on the accelerator instead of per example on the host.
 """
 from typing import Iterator
 

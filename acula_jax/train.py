@@ -114,13 +114,20 @@ def accumulated_grads(model, batch, keys, config, accum_steps: int, mesh=None):
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   if accum_steps > 1 and _per_device_accumulation_applies(mesh, keys.shape[0], accum_steps):
     return _per_device_accumulation(graphdef, params, rest, batch, keys, config, accum_steps, mesh)
+  return _mean_grads(graphdef, params, rest, batch, keys, config, accum_steps)
+
+
+def _mean_grads(graphdef, params, rest, batch, keys, config, accum_steps: int, loss_divisor=1):
+  """(grads, metrics, rest) of `accumulated_grads` without a mesh of its own: the micro-batches scanned
+  one after another, each model update of `rest` (BatchNorm statistics) carried to the next.
+  `loss_divisor`: what the loss is divided by before differentiating (the device count, per device)."""
 
   def loss_and_grads(rest, micro_batch, micro_keys):
     def loss_fn(params):
       # copy=True: fresh Variables inside this trace, so BatchNorm may update its statistics.
       model = nnx.merge(graphdef, params, rest, copy=True)
       total, metrics = compute_losses(model, micro_batch, micro_keys, config)
-      return total, (metrics, nnx.state(model, nnx.Not(nnx.Param)))
+      return total / loss_divisor, (metrics, nnx.state(model, nnx.Not(nnx.Param)))
     (_, (metrics, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     return rest, (grads, metrics)
 
@@ -172,25 +179,10 @@ def _per_device_accumulation(graphdef, params, rest, batch, keys, config, accum_
 
   def one_device(params, rest, batch, keys):
     params = jax.tree.map(_gathered, params, specs)
-
-    def loss_fn(params, rest, micro_batch, micro_keys):
-      model = nnx.merge(graphdef, params, rest, copy=True)
-      total, metrics = compute_losses(model, micro_batch, micro_keys, config)
-      return total / mesh.size, (metrics, nnx.state(model, nnx.Not(nnx.Param)))
-
-    def add_micro_batch(carry, micro_batch):
-      rest, total = carry
-      (_, (metrics, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest, *micro_batch)
-      return (rest, jax.tree.map(jnp.add, total, (grads, metrics))), None
-
-    micro_batches = _micro_batches((batch, keys), accum_steps)
-    first = jax.tree.map(lambda x: x[0], micro_batches)
-    (_, (metrics, _)), grads = jax.eval_shape(jax.value_and_grad(loss_fn, has_aux=True), params, rest, *first)
-    zeros = jax.tree.map(jnp.zeros_like, (grads, metrics))
-    (rest, (grads, metrics)), _ = jax.lax.scan(add_micro_batch, (rest, zeros), micro_batches)
-    grads = jax.tree.map(lambda g, spec: _reduced(g / accum_steps, spec, axes), grads, specs)  # the one reduction
-    metrics = jax.lax.pmean(jax.tree.map(lambda x: x / accum_steps, metrics), axes)
-    return grads, metrics, rest
+    grads, metrics, rest = _mean_grads(graphdef, params, rest, batch, keys, config, accum_steps,
+                                       loss_divisor=mesh.size)
+    grads = jax.tree.map(lambda g, spec: _reduced(g, spec, axes), grads, specs)  # the one reduction
+    return grads, jax.lax.pmean(metrics, axes), rest
 
   return jax.shard_map(one_device, mesh=mesh, in_specs=(specs, P(), P(axes), P(axes)),
                        out_specs=(specs, P(), P()), check_vma=False)(params, rest, batch, keys)

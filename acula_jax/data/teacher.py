@@ -105,6 +105,13 @@ def _frames(path: str) -> Iterator[tuple[int, bytes]]:
       offset += length + _FRAME_BYTES
 
 
+def _checked_rows(path: str) -> Iterator[tuple[int, int, dict]]:
+  """(byte offset, frame length, row) of every record of a shard, in order, each record checked."""
+  for offset, frame in _frames(path):
+    where = f"{path}[byte {offset}]"
+    yield offset, len(frame), _decode_row(_payload(frame, where), where)
+
+
 def _decode_row(payload: bytes, where) -> dict:
   features = records.parse_example(payload, where)
   example_id = records.feature_str(features, "id", where)
@@ -144,7 +151,7 @@ def write_shard(out_dir, rows: Sequence[tuple], index: int, num_shards: int) -> 
                       "report": (report.encode("utf-8"), "byte")})
     finally:
       writer.close()
-    read_back = [_decode_row(_payload(frame, tmp), tmp)["id"] for _, frame in _frames(tmp)]
+    read_back = [row["id"] for _, _, row in _checked_rows(tmp)]
     if read_back != [row[0] for row in rows]:
       raise CorruptRecordError(tmp, f"wrote {len(rows)} rows, read back {len(read_back)} that differ")
     return {"file": name, "count": len(rows), "bytes": os.path.getsize(tmp), "sha256": fileio.sha256_file(tmp)}
@@ -160,10 +167,10 @@ def write_index(directory, shards: Sequence[dict]) -> dict:
   for number, shard in enumerate(shards):
     path = os.path.join(directory, shard["file"])
     count = 0
-    for offset, frame in _frames(path):
-      ids.append(_decode_row(_payload(frame, f"{path}[byte {offset}]"), path)["id"])
+    for offset, length, row in _checked_rows(path):
+      ids.append(row["id"])
       offsets.append(offset)
-      shard_lengths.append(number << 32 | len(frame))
+      shard_lengths.append(number << 32 | length)
       count += 1
     if count != shard["count"]:
       raise CorruptRecordError(path, f"holds {count} records, manifest says {shard['count']}")
@@ -274,5 +281,5 @@ class TeacherTable:
   def rows(self) -> Iterator[dict]:
     """Every row {id, embedding, report}, shard after shard, each record checked."""
     for path in self._paths:
-      for offset, frame in _frames(path):
-        yield _decode_row(_payload(frame, f"{path}[byte {offset}]"), path)
+      for _, _, row in _checked_rows(path):
+        yield row
